@@ -1,0 +1,157 @@
+"""Test helpers: tiny schema-conformant stores written without a build.
+
+:func:`make_store` writes a store that follows :mod:`eegstore.schema` directly
+from seeded random numbers, chunk by chunk (bounded memory), so loaders,
+trainers and benchmarks can be exercised at any size without raw recordings.
+A linear "planted" signal makes ``target`` learnable.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from eegstore.errors import ConfigError
+from eegstore.schema import (
+    CHALLENGE2_COORDS,
+
+    SCHEMA_VERSION,
+)
+
+__all__ = ["make_store"]
+
+
+def _block(block_id: tuple[int, ...], *, seed: int, chunk_windows: int, n_windows: int,
+           n_channels: int, n_times: int, targets: np.ndarray, planted: float,
+           dtype: str) -> np.ndarray:
+    i = block_id[0]
+    start = i * chunk_windows
+    stop = min(start + chunk_windows, n_windows)
+    rng = np.random.default_rng([seed, i])
+    x = rng.standard_normal((stop - start, n_channels, n_times), dtype=np.float32)
+    pattern = np.sin(np.linspace(0, 4 * np.pi, n_times, dtype=np.float32))
+    x += planted * targets[start:stop, None, None].astype(np.float32) * pattern
+    return x.astype(dtype)
+
+
+def make_store(
+    store: str | Path,
+    *,
+    n_windows: int = 64,
+    n_channels: int = 4,
+    n_times: int = 50,
+    chunk_windows: int = 8,
+    n_subjects: int = 8,
+    sfreq: float = 100.0,
+    dtype: str = "float32",
+    planted: float = 1.0,
+    seed: int = 0,
+    releases: tuple[str, ...] = ("R5",),
+) -> Path:
+    """Write a small schema-conformant store of random windows and return its path.
+
+    Parameters
+    ----------
+    store : str or Path
+        Directory to create (overwritten).
+    n_windows, n_channels, n_times : int
+        Shape of ``eeg``.
+    chunk_windows : int
+        Windows per chunk.
+    n_subjects : int
+        Windows are spread over this many subjects (contiguous blocks, one recording each).
+    sfreq : float
+        Sampling frequency recorded in the attrs.
+    dtype : {"float32", "float16"}
+        Storage dtype.
+    planted : float
+        Amplitude of ``target * sin`` added to every channel (0 for pure noise).
+    seed : int
+        Seed of every random number.
+    releases : tuple of str
+        Subjects are assigned to these releases round-robin.
+
+    Returns
+    -------
+    Path
+        The store's path.
+    """
+    if n_windows < 1 or n_subjects < 1 or chunk_windows < 1:
+        raise ConfigError(f"expected positive sizes, got n_windows={n_windows}, "
+                          f"n_subjects={n_subjects}, chunk_windows={chunk_windows}")
+    n_subjects = min(n_subjects, n_windows)
+    rng = np.random.default_rng(seed)
+    subj_of = np.sort(rng.integers(0, n_subjects, n_windows))
+    subj_of[:n_subjects] = np.arange(n_subjects)
+    subj_of = np.sort(subj_of)
+    subjects = np.array([f"S{int(s):03d}" for s in subj_of], dtype=object)
+    subj_target = rng.standard_normal(n_subjects)
+    targets = (subj_target[subj_of] + 0.5 * rng.standard_normal(n_windows)).astype(np.float32)
+    n_chunks = -(-n_windows // chunk_windows)
+    chunks = ((chunk_windows,) * (n_windows // chunk_windows)
+              + ((n_windows % chunk_windows,) if n_windows % chunk_windows else ()))
+    eeg = da.map_blocks(
+        lambda block_id=None: _block(block_id, seed=seed, chunk_windows=chunk_windows,
+                                     n_windows=n_windows, n_channels=n_channels,
+                                     n_times=n_times, targets=targets, planted=planted,
+                                     dtype=dtype),
+        chunks=(chunks, (n_channels,), (n_times,)),
+        dtype=dtype,
+    )
+    rec_ids = np.array([f"sub-S{s:03d}_task-test_run-1" for s in range(n_subjects)], dtype=object)
+    first = np.searchsorted(subj_of, np.arange(n_subjects)).astype(np.int64)
+    counts = np.bincount(subj_of, minlength=n_subjects).astype(np.int64)
+    rel = np.array([releases[s % len(releases)] for s in range(n_subjects)], dtype=object)
+    win = ("window",)
+    coords: dict[str, tuple] = {
+        "channel": (("channel",), np.array([f"E{i + 1}" for i in range(n_channels)], dtype=object)),
+        "time": (("time",), np.arange(n_times) / sfreq),
+        "subject": (win, subjects),
+        "session": (win, np.full(n_windows, "", dtype=object)),
+        "task": (win, np.array(["test"] * n_windows, dtype=object)),
+        "run": (win, np.array(["1"] * n_windows, dtype=object)),
+        "release": (win, rel[subj_of]),
+        "recording": (win, rec_ids[subj_of]),
+        "onset": (win, (np.arange(n_windows) - first[subj_of]) * 2.0),
+        "target": (win, targets),
+        "recordings": (("recordings",), rec_ids),
+    }
+    for name, kind in CHALLENGE2_COORDS.items():
+        if kind == "f":
+            coords[name] = (win, subj_target[subj_of].astype(np.float64))
+        else:
+            coords[name] = (win, np.array(["M"] * n_windows, dtype=object))
+    table = {
+        "recording_path": rec_ids,
+        "recording_status": np.array(["ok"] * n_subjects, dtype=object),
+        "recording_reason": np.array([""] * n_subjects, dtype=object),
+        "recording_n_windows": counts,
+        "recording_first_window": first,
+        "recording_subject": np.array([f"S{s:03d}" for s in range(n_subjects)], dtype=object),
+        "recording_task": np.array(["test"] * n_subjects, dtype=object),
+        "recording_run": np.array(["1"] * n_subjects, dtype=object),
+        "recording_release": rel,
+    }
+    ds = xr.Dataset({"eeg": (("window", "channel", "time"), eeg)}, coords=coords)
+    for name, values in table.items():
+        ds[name] = (("recordings",), values)
+    ds["chunk_crc32"] = (("chunk",), np.zeros(n_chunks, dtype=np.int64))
+    ds.attrs.update(
+        sfreq=float(sfreq),
+        recipe={"name": "synthetic-test", "params": {"n_times": n_times}},
+        preprocessing=[],
+        source="eegstore.testing.make_store",
+        versions={},
+        schema_version=SCHEMA_VERSION,
+        created=_dt.datetime.now(_dt.UTC).isoformat(),
+        chunk_windows=int(chunk_windows),
+        checksums="none",
+    )
+    path = Path(store)
+    ds.to_zarr(path, mode="w", consolidated=True, zarr_format=3,
+               encoding={"eeg": {"chunks": (chunk_windows, n_channels, n_times)}})
+    return path
