@@ -9,8 +9,12 @@ A linear "planted" signal makes ``target`` learnable.
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -22,7 +26,7 @@ from eegstore.schema import (
     SCHEMA_VERSION,
 )
 
-__all__ = ["make_store"]
+__all__ = ["make_store", "raise_if_dask_computes"]
 
 
 def _block(block_id: tuple[int, ...], *, seed: int, chunk_windows: int, n_windows: int,
@@ -155,3 +159,40 @@ def make_store(
     ds.to_zarr(path, mode="w", consolidated=True, zarr_format=3,
                encoding={"eeg": {"chunks": (chunk_windows, n_channels, n_times)}})
     return path
+
+
+class _CountingScheduler:
+    def __init__(self, max_computes: int) -> None:
+        self.total_computes = 0
+        self.max_computes = max_computes
+
+    def __call__(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        self.total_computes += 1
+        if self.total_computes > self.max_computes:
+            raise RuntimeError(
+                f"expected at most {self.max_computes} dask compute(s), got "
+                f"{self.total_computes}; a lazy code path computed"
+            )
+        return dask.get(dsk, keys, **kwargs)
+
+
+@contextmanager
+def raise_if_dask_computes(max_computes: int = 0) -> Iterator[_CountingScheduler]:
+    """Fail when the code inside computes a dask graph more than ``max_computes`` times.
+
+    Mirrors xarray's test helper: lazy paths (selection by coordinates, plans)
+    must not read signal chunks.
+
+    Parameters
+    ----------
+    max_computes : int
+        Number of computes tolerated.
+
+    Yields
+    ------
+    _CountingScheduler
+        The scheduler; ``total_computes`` tells how many computes ran.
+    """
+    scheduler = _CountingScheduler(max_computes)
+    with dask.config.set(scheduler=scheduler):
+        yield scheduler

@@ -1,0 +1,49 @@
+"""The test helpers themselves: make_store follows the schema, the dask guard works."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from eegstore.errors import ConfigError, SchemaError
+from eegstore.schema import CHALLENGE2_COORDS, check_schema
+from eegstore.testing import make_store, raise_if_dask_computes
+
+
+def test_make_store_follows_schema(tiny_store: Path) -> None:
+    ds = xr.open_zarr(tiny_store)
+    check_schema(ds, CHALLENGE2_COORDS)
+    assert ds["eeg"].shape == (40, 4, 50)
+    assert ds["eeg"].encoding["chunks"] == (8, 4, 50)
+    counts = ds["recording_n_windows"].values
+    assert counts.sum() == 40
+    first = ds["recording_first_window"].values
+    np.testing.assert_array_equal(first, np.concatenate([[0], np.cumsum(counts)[:-1]]))
+
+
+def test_make_store_is_deterministic(tmp_path: Path) -> None:
+    a = xr.open_zarr(make_store(tmp_path / "a.zarr", seed=3)).load()
+    b = xr.open_zarr(make_store(tmp_path / "b.zarr", seed=3)).load()
+    xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
+
+
+def test_make_store_rejects_bad_sizes(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="expected positive sizes"):
+        make_store(tmp_path / "bad.zarr", n_windows=0)
+
+
+def test_check_schema_names_what_is_missing(tiny_store: Path) -> None:
+    ds = xr.open_zarr(tiny_store).drop_vars("subject")
+    with pytest.raises(SchemaError, match="'subject'"):
+        check_schema(ds)
+
+
+def test_guard_allows_lazy_selection_and_catches_compute(tiny_store: Path) -> None:
+    ds = xr.open_zarr(tiny_store)
+    with raise_if_dask_computes():
+        sel = ds.isel(window=slice(0, 5))
+    with pytest.raises(RuntimeError, match="lazy code path computed"), raise_if_dask_computes():
+        sel["eeg"].values  # noqa: B018 - the read is the point
