@@ -19,6 +19,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from eegstore.build import _codecs
 from eegstore.errors import ConfigError
 from eegstore.schema import (
     CHALLENGE2_COORDS,
@@ -55,6 +56,7 @@ def make_store(
     planted: float = 1.0,
     seed: int = 0,
     releases: tuple[str, ...] = ("R5",),
+    compressor: str = "blosc-lz4",
 ) -> Path:
     """Write a small schema-conformant store of random windows and return its path.
 
@@ -78,6 +80,8 @@ def make_store(
         Seed of every random number.
     releases : tuple of str
         Subjects are assigned to these releases round-robin.
+    compressor : str
+        Codec of ``eeg``, as in :func:`eegstore.build.build_store` (default: the build's).
 
     Returns
     -------
@@ -157,7 +161,8 @@ def make_store(
     )
     path = Path(store)
     ds.to_zarr(path, mode="w", consolidated=True, zarr_format=3,
-               encoding={"eeg": {"chunks": (chunk_windows, n_channels, n_times)}})
+               encoding={"eeg": {"chunks": (chunk_windows, n_channels, n_times),
+                                 "compressors": _codecs(compressor)}})
     return path
 
 
