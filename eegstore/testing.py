@@ -23,7 +23,6 @@ from eegstore.build import _codecs
 from eegstore.errors import ConfigError
 from eegstore.schema import (
     CHALLENGE2_COORDS,
-
     SCHEMA_VERSION,
 )
 
