@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 
 from eegstore.errors import BuildError, EegstoreError
 
-__all__ = ["EXIT_FAILED", "EXIT_INTERNAL", "EXIT_USAGE", "main", "run_cli"]
+__all__ = ["EXIT_FAILED", "EXIT_INTERNAL", "EXIT_USAGE", "ArgumentParser", "main", "run_cli"]
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -40,12 +40,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    """ArgumentParser whose errors are one line and exit 2."""
+class ArgumentParser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line and exit 2 (shared by every eegstore CLI)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise SystemExit(EXIT_USAGE)
+
+
+_Parser = ArgumentParser
 
 
 def _log_traceback(prog: str) -> str:
@@ -91,7 +94,7 @@ def run_cli(prog: str, parser: argparse.ArgumentParser,
     except (EegstoreError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         sys.stderr.write(f"{prog}: error: {exc}\n")
         return EXIT_USAGE
-    except Exception as exc:  # noqa: BLE001 - last-resort handler of the CLI
+    except Exception as exc:
         path = _log_traceback(prog)
         sys.stderr.write(f"{prog}: internal error: {type(exc).__name__}: {exc} "
                          f"(traceback in {path})\n")

@@ -13,9 +13,9 @@ from eegstore.errors import BuildError, ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:
-    from eegstore.cli import _Parser
+    from eegstore.cli import ArgumentParser
 
-    p = _Parser(prog="t")
+    p = ArgumentParser(prog="t")
     p.add_argument("--n", type=int, default=1)
     return p
 
