@@ -111,7 +111,8 @@ def check_schema(ds: xr.Dataset, extra_coords: Mapping[str, str] | None = None) 
         Further per-window coordinates to require, name -> dtype kind.
     """
     if DATA_VAR not in ds.data_vars:
-        raise SchemaError(f"expected a data variable {DATA_VAR!r}, got {sorted(ds.data_vars)}; "
+        found = sorted(map(str, ds.data_vars))
+        raise SchemaError(f"expected a data variable {DATA_VAR!r}, got {found}; "
                           "is this an eegstore store?")
     eeg = ds[DATA_VAR]
     if eeg.dims != (WINDOW_DIM, CHANNEL_DIM, TIME_DIM):
