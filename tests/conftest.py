@@ -30,3 +30,17 @@ def tiny_store(tmp_path: Path) -> Path:
     from eegstore.testing import make_store
 
     return make_store(tmp_path / "tiny.zarr", n_windows=40, chunk_windows=8, n_subjects=5)
+
+
+@pytest.fixture(scope="session")
+def synth_mini_ccd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic release: contrastChangeDetection runs of the first 2 mini subjects (seed 0).
+
+    Returns the output folder ``OUT`` (use it as eegdash's ``cache_dir``); the BIDS
+    root is ``OUT / "EEG2025r5mini"``.  Read-only: copy it before changing files.
+    """
+    from eegstore.synth import synthesize
+
+    out = tmp_path_factory.mktemp("synth_mini_ccd")
+    synthesize(out, subjects=2, tasks=["contrastChangeDetection"], seed=0, progress=False)
+    return out
