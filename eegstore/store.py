@@ -22,7 +22,7 @@ import numpy as np
 import xarray as xr
 
 from eegstore.errors import StoreError
-from eegstore.schema import RECORDING_DIM, check_schema
+from eegstore.schema import DATA_VAR, RECORDING_DIM, check_schema
 
 __all__ = ["configure_parser", "get_fs", "normalize_url", "open_store", "run", "store_info",
            "str_values", "zarr_kwargs", "zarr_store"]
@@ -89,9 +89,32 @@ def _has_consolidated(store: str, storage_options: Mapping[str, Any] | None) -> 
     return bool(meta.get("consolidated_metadata"))
 
 
+def _load_labels(ds: xr.Dataset) -> xr.Dataset:
+    """Load every variable except ``eeg`` into memory, text as plain Python ``str`` objects.
+
+    Labels are small (a few bytes per window) and every selection needs them, so
+    they are read once here; numpy's ``StringDType`` (what zarr v3 returns for
+    text) is converted to ``object`` so that ``where``/``sel``/``astype(str)`` work.
+    """
+    loaded = {}
+    for name, var in ds.variables.items():
+        if name == DATA_VAR:
+            continue
+        values = np.asarray(var.values)
+        if values.dtype.kind == "T":
+            values = values.astype(object)
+        loaded[name] = var.copy(data=values)
+    return ds.assign(
+        {k: v for k, v in loaded.items() if k in ds.data_vars}
+    ).assign_coords({k: v for k, v in loaded.items() if k in ds.coords})
+
+
 def open_store(store: str | Path, *, storage_options: Mapping[str, Any] | None = None,
                check: bool = True) -> xr.Dataset:
     """Open a store lazily (dask-backed), checking its schema.
+
+    Only ``eeg`` stays lazy; the labels (per-window coordinates, the
+    per-recording table, chunk checksums) are loaded, text as ``str`` objects.
 
     Parameters
     ----------
@@ -129,7 +152,7 @@ def open_store(store: str | Path, *, storage_options: Mapping[str, Any] | None =
         except ValueError:
             extra = {}
         check_schema(ds, extra)
-    return ds
+    return _load_labels(ds)
 
 
 def store_info(store: str | Path, *, storage_options: Mapping[str, Any] | None = None
