@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m trainers.demo --out $(DEMO_DIR)
+	$(PY) -m trainers.demo --out $(DEMO_DIR) --controls
 
 lint: $(STAMP)
 	$(PY) -m ruff check eegstore trainers benchmarks tests

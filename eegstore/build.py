@@ -79,6 +79,9 @@ __all__ = [
 ]
 
 STAGING = "_staging"
+# The staging folder is deliberately not a zarr node; zarr warns whenever it lists the root.
+warnings.filterwarnings("ignore", message=f"Object at {STAGING} is not recognized",
+                        category=UserWarning)
 #: Chunk length of per-window / per-recording / per-chunk coordinate arrays.
 COORD_CHUNK = 65536
 #: Target uncompressed bytes of one eeg chunk when chunk_windows is not given.

@@ -15,6 +15,7 @@ embedded verbatim in exported submissions (see :mod:`trainers.submission`).
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any
 
 import torch
@@ -103,6 +104,13 @@ class ScaledRegressor(nn.Module):
         return self.standardised(x) * self.y_std + self.y_mean
 
 
+def _braindecode_models() -> Any:
+    """Import ``braindecode.models`` without its import-time deprecation chatter."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return importlib.import_module("braindecode.models")
+
+
 def resolve_model_name(name: str) -> str:
     """Return the canonical name of a model: ``"tinycnn"`` or a braindecode class name.
 
@@ -120,7 +128,7 @@ def resolve_model_name(name: str) -> str:
     if key == "tinycnn":
         return "tinycnn"
     key = MODEL_ALIASES.get(key, key).lower()
-    models = importlib.import_module("braindecode.models")
+    models = _braindecode_models()
     for attr in dir(models):
         obj = getattr(models, attr)
         if attr.lower() == key and isinstance(obj, type) and issubclass(obj, nn.Module):
@@ -153,7 +161,7 @@ def build_model(name: str, *, n_chans: int, n_outputs: int, n_times: int, sfreq:
     if canonical == "tinycnn":
         return TinyCNN(n_chans=n_chans, n_outputs=n_outputs, n_times=n_times, sfreq=sfreq,
                        **kwargs)
-    cls = getattr(importlib.import_module("braindecode.models"), canonical)
+    cls = getattr(_braindecode_models(), canonical)
     try:
         return cls(n_chans=n_chans, n_outputs=n_outputs, n_times=n_times, sfreq=sfreq, **kwargs)
     except TypeError as exc:
