@@ -40,7 +40,27 @@ _LAZY: dict[str, str] = {
     "check_schema": "eegstore.schema",
 }
 
-__all__ = sorted([*_LAZY, "__version__"])
+__all__ = [
+    "BuildReport",
+    "Challenge1Recipe",
+    "Challenge2Recipe",
+    "FixedRecipe",
+    "Recording",
+    "WindowDataset",
+    "WindowStream",
+    "__version__",
+    "build_store",
+    "check_schema",
+    "discover_recordings",
+    "get_recipe",
+    "open_store",
+    "read_raw",
+    "release_split",
+    "store_info",
+    "subject_split",
+    "synthesize",
+    "verify_store",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from eegstore.build import BuildReport, build_store

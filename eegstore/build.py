@@ -97,7 +97,19 @@ DEFAULT_COMPRESSOR = "blosc-lz4"
 DTYPES = ("float32", "float16")
 
 
-def _codecs(name: str) -> list[Any]:
+def compressor_codecs(name: str) -> list[Any]:
+    """Zarr v3 codecs of a compressor name in :data:`COMPRESSORS`.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`COMPRESSORS`.
+
+    Returns
+    -------
+    list
+        The codec objects (empty for ``"none"``).
+    """
     import zarr.codecs as zc
 
     if name == "zstd":
@@ -517,7 +529,7 @@ def build_store(
                           f"{type(recipe).__name__}")
     if dtype not in DTYPES:
         raise ConfigError(f"expected dtype in {list(DTYPES)}, got {dtype!r}")
-    _codecs(compressor)
+    compressor_codecs(compressor)
     if chunk_windows is not None and (not isinstance(chunk_windows, int) or chunk_windows < 1):
         raise ConfigError(f"expected a positive chunk_windows, got {chunk_windows!r}")
     if int(workers) < 1:
@@ -734,7 +746,7 @@ def _run_phase_b(client: Any, plan: dict[str, Any], url: str, so: dict[str, Any]
                 arr = None
             if arr is None:
                 root.create_array("eeg", shape=shape, chunks=(k, c_, t_), dtype=dtype,
-                                  compressors=_codecs(compressor), fill_value=0.0,
+                                  compressors=compressor_codecs(compressor), fill_value=0.0,
                                   dimension_names=["window", "channel", "time"],
                                   overwrite=True)
             else:
@@ -821,7 +833,8 @@ def _phase_c(plan: dict[str, Any], committed: dict[str, Any] | None,
         # static coordinates and the eeg array (also when no new windows exist)
         if "eeg" not in root:
             root.create_array("eeg", shape=(0, c_, t_), chunks=(plan["chunk_windows"], c_, t_),
-                              dtype=config["dtype"], compressors=_codecs(config["compressor"]),
+                              dtype=config["dtype"],
+                              compressors=compressor_codecs(config["compressor"]),
                               fill_value=0.0, dimension_names=["window", "channel", "time"])
         _write_1d(root, "channel", "channel", np.asarray(ref["channels"]), 0, "U")
         times = rcp.time_offset_s() + np.arange(t_) / float(ref["sfreq"])

@@ -19,7 +19,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from eegstore.build import _codecs
+from eegstore.build import compressor_codecs
 from eegstore.errors import ConfigError
 from eegstore.schema import (
     CHALLENGE2_COORDS,
@@ -161,7 +161,7 @@ def make_store(
     path = Path(store)
     ds.to_zarr(path, mode="w", consolidated=True, zarr_format=3,
                encoding={"eeg": {"chunks": (chunk_windows, n_channels, n_times),
-                                 "compressors": _codecs(compressor)}})
+                                 "compressors": compressor_codecs(compressor)}})
     return path
 
 

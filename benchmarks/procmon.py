@@ -1,0 +1,260 @@
+"""Process-tree memory sampling, child-process runs and page-cache control.
+
+Every measurement of the suite runs in its own subprocess; :class:`TreeSampler`
+polls that process and all of its descendants (DataLoader workers, Dask
+workers) from a thread of the parent and keeps the peak of the *summed* RSS
+and of the summed PSS (proportional set size: shared pages divided between
+the processes sharing them, so forked workers are not counted twice).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+__all__ = [
+    "ChildResult",
+    "TreeSampler",
+    "evict_from_page_cache",
+    "files_under",
+    "read_files",
+    "run_child",
+    "tree_memory",
+]
+
+MB = 1024.0 * 1024.0
+
+
+def tree_memory(proc: psutil.Process, *, pss: bool = False,
+                cpu: dict[int, float] | None = None) -> tuple[float, float, int]:
+    """Return (summed RSS bytes, summed PSS bytes or 0, number of processes) of a tree.
+
+    With ``cpu``, each process's CPU seconds (user + system) so far are stored under its pid.
+    """
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0.0, 0.0, 0
+    rss = 0.0
+    pss_total = 0.0
+    n = 0
+    for p in procs:
+        try:
+            if cpu is not None:
+                t = p.cpu_times()
+                cpu[p.pid] = max(cpu.get(p.pid, 0.0), t.user + t.system)
+            if pss:
+                info = p.memory_full_info()
+                rss += info.rss
+                pss_total += getattr(info, "pss", 0.0)
+            else:
+                rss += p.memory_info().rss
+            n += 1
+        except psutil.Error:
+            continue
+    return rss, pss_total, n
+
+
+class TreeSampler:
+    """Poll a process tree's memory in a background thread and keep the peaks.
+
+    Parameters
+    ----------
+    pid : int
+        Root of the tree.
+    interval_s : float
+        Seconds between RSS samples.
+    pss_every : int
+        Read PSS (more expensive: ``smaps_rollup``) every this many samples.
+    """
+
+    def __init__(self, pid: int, *, interval_s: float = 0.02, pss_every: int = 5) -> None:
+        self.pid = pid
+        self.interval_s = interval_s
+        self.pss_every = max(1, pss_every)
+        self.peak_rss = 0.0
+        self.peak_pss = 0.0
+        self.max_procs = 0
+        self.samples = 0
+        self.cpu_by_pid: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def cpu_s(self) -> float:
+        """CPU seconds of the tree (last sample of each process; a lower bound)."""
+        return float(sum(self.cpu_by_pid.values()))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        try:
+            proc = psutil.Process(self.pid)
+        except psutil.Error:
+            return
+        i = 0
+        while not self._stop.is_set():
+            rss, pss, n = tree_memory(proc, pss=(i % self.pss_every == 0),
+                                      cpu=self.cpu_by_pid if i % self.pss_every == 0 else None)
+            if n == 0 and not proc.is_running():
+                break
+            self.peak_rss = max(self.peak_rss, rss)
+            self.peak_pss = max(self.peak_pss, pss)
+            self.max_procs = max(self.max_procs, n)
+            self.samples += 1
+            i += 1
+            self._stop.wait(self.interval_s)
+
+
+@dataclass
+class ChildResult:
+    """What a measured child process returned, plus the parent's memory peaks."""
+
+    returncode: int
+    payload: dict[str, Any] | None
+    peak_rss_mb: float
+    peak_pss_mb: float
+    max_procs: int
+    wall_s: float
+    stderr_tail: str = ""
+    cpu_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_child(argv: Sequence[str], *, timeout_s: float, result_path: Path | None = None,
+              env: dict[str, str] | None = None, cwd: str | Path | None = None) -> ChildResult:
+    """Run ``argv`` as a subprocess while sampling the memory of its whole process tree.
+
+    Parameters
+    ----------
+    argv : sequence of str
+        The command.
+    timeout_s : float
+        Kill the tree after this many seconds.
+    result_path : Path, optional
+        JSON file the child writes its payload to (read after it exits).
+    env : dict, optional
+        Environment of the child (default: inherited).
+    cwd : path, optional
+        Working directory of the child.
+
+    Returns
+    -------
+    ChildResult
+        Exit code, payload, peaks of summed RSS/PSS (MB), wall time.
+    """
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=env, cwd=cwd, text=True)
+    sampler = TreeSampler(proc.pid)
+    stderr = ""
+    with sampler:
+        try:
+            _, stderr = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_tree(proc.pid)
+            _, stderr = proc.communicate()
+            stderr = (stderr or "") + f"\n[benchmarks] killed after {timeout_s:.0f} s"
+    wall = time.perf_counter() - t0
+    payload = None
+    if result_path is not None and result_path.exists():
+        try:
+            payload = json.loads(result_path.read_text())
+        except json.JSONDecodeError:
+            payload = None
+    return ChildResult(returncode=proc.returncode, payload=payload,
+                       peak_rss_mb=sampler.peak_rss / MB, peak_pss_mb=sampler.peak_pss / MB,
+                       max_procs=sampler.max_procs, wall_s=wall,
+                       stderr_tail=(stderr or "")[-2000:], cpu_s=sampler.cpu_s)
+
+
+def _kill_tree(pid: int) -> None:
+    try:
+        root = psutil.Process(pid)
+        procs = [*root.children(recursive=True), root]
+    except psutil.Error:
+        return
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+
+
+def files_under(paths: Iterable[str | Path]) -> list[Path]:
+    """Every regular file under the given files/directories."""
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_file():
+            out.append(p)
+        elif p.is_dir():
+            out.extend(sorted(q for q in p.rglob("*") if q.is_file()))
+    return out
+
+
+def evict_from_page_cache(paths: Iterable[str | Path]) -> int:
+    """Flush and drop every file under ``paths`` from the page cache; return bytes covered.
+
+    Uses ``fsync`` (dirty pages cannot be dropped) then
+    ``posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)`` on each file, so a
+    following read comes from the disk without needing root to drop all caches.
+    """
+    total = 0
+    for f in files_under(paths):
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            try:
+                os.fsync(fd)
+            except OSError:
+                pass
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            total += os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+    return total
+
+
+def read_files(paths: Iterable[str | Path], block: int = 8 * 1024 * 1024) -> tuple[int, float]:
+    """Read every file under ``paths`` sequentially; return (bytes, seconds).
+
+    Used to warm the page cache and to measure sequential read bandwidth.
+    """
+    buf = bytearray(block)
+    view = memoryview(buf)
+    total = 0
+    t0 = time.perf_counter()
+    for f in files_under(paths):
+        with open(f, "rb", buffering=0) as fh:
+            while True:
+                n = fh.readinto(view)
+                if not n:
+                    break
+                total += n
+    return total, time.perf_counter() - t0
+
+
+def python_argv(module: str, *args: str) -> list[str]:
+    """``[sys.executable, -m, module, *args]``."""
+    return [sys.executable, "-m", module, *args]

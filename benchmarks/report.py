@@ -1,0 +1,285 @@
+"""Targets, Markdown tables and plots from the measured records (nothing hard-coded)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["REQUIRED_FIELDS", "evaluate_targets", "plot_results", "write_markdown"]
+
+#: Fields every record of results.json carries (None where not applicable).
+REQUIRED_FIELDS = ("suite", "strategy", "cache", "store_gb", "workers", "windows_per_s",
+                   "peak_rss_mb", "first_batch_s", "bytes_on_disk", "status")
+
+
+def _ok(records: Sequence[dict], **match: Any) -> list[dict]:
+    return [r for r in records if r.get("status") == "ok" and r.get("windows_per_s")
+            and all(r.get(k) == v for k, v in match.items())]
+
+
+def _one(records: Sequence[dict], **match: Any) -> dict | None:
+    found = _ok(records, **match)
+    return max(found, key=lambda r: r["windows_per_s"]) if found else None
+
+
+def _target(name: str, measured: float | None, threshold: float, detail: str,
+            higher_is_better: bool = True) -> dict[str, Any]:
+    if measured is None:
+        passed = None
+    else:
+        passed = measured >= threshold if higher_is_better else measured <= threshold
+    return {"name": name, "measured": None if measured is None else round(measured, 3),
+            "threshold": threshold, "passed": passed, "detail": detail}
+
+
+def evaluate_targets(records: Sequence[dict], workers: int | None = None
+                     ) -> list[dict[str, Any]]:
+    """Check the issue's targets against the records of one run.
+
+    Throughputs compare the smallest (1x) size, warm or cold as named, at the
+    run's worker count ``workers`` (default: any); ``hdf5_tuned`` is its
+    fastest variant in that regime.
+    """
+    out: list[dict[str, Any]] = []
+    base: dict[str, Any] = {"suite": "loading", "size_factor": 1}
+    if workers is not None:
+        base["workers"] = workers
+        records = [r for r in records if r.get("suite") != "loading"
+                   or r.get("workers") == workers]
+    eeg_w = _one(records, strategy="eegstore", cache="warm", **base)
+    eeg_c = _one(records, strategy="eegstore", cache="cold", **base)
+
+    def ratio(a: dict | None, b: dict | None) -> float | None:
+        if a is None or b is None or not b.get("windows_per_s"):
+            return None
+        return a["windows_per_s"] / b["windows_per_s"]
+
+    def desc(a: dict | None, b: dict | None) -> str:
+        if a is None or b is None:
+            return "not measured: " + ", ".join(
+                n for n, r in (("eegstore", a), ("baseline", b)) if r is None)
+        return (f"{a['windows_per_s']:.0f} vs {b['windows_per_s']:.0f} windows/s "
+                f"({b['strategy']}/{b.get('variant')})")
+
+    for name, thr, cache, strat in (
+            ("eegstore warm >= 0.5x full_load warm", 0.5, "warm", "full_load"),
+            ("eegstore warm >= 1x hdf5_tuned warm", 1.0, "warm", "hdf5_tuned"),
+            ("eegstore warm >= 1000x hdf5_seed warm", 1000.0, "warm", "hdf5_seed"),
+            ("eegstore cold >= 2x hdf5_tuned cold", 2.0, "cold", "hdf5_tuned")):
+        a = eeg_w if cache == "warm" else eeg_c
+        b = _one(records, strategy=strat, cache=cache, **base)
+        out.append(_target(name, ratio(a, b), thr, desc(a, b)))
+
+    def rss_by_size(strategy: str) -> list[tuple[float, float]]:
+        rows = [(r["store_gb"], r["peak_rss_mb"]) for r in _ok(records, suite="loading",
+                                                               strategy=strategy, cache="warm")
+                if r.get("peak_rss_mb")]
+        return sorted(rows)
+
+    eeg_rss = rss_by_size("eegstore")
+    full_rss = rss_by_size("full_load")
+    if len(eeg_rss) >= 2:
+        vals = [v for _, v in eeg_rss]
+        spread = max(vals) / min(vals) - 1.0
+        detail = "peak RSS MB by size: " + ", ".join(f"{g:g} GB: {v:.0f}" for g, v in eeg_rss)
+        out.append(_target("eegstore peak RSS within 10% across sizes (spread)", spread, 0.10,
+                           detail, higher_is_better=False))
+    else:
+        out.append(_target("eegstore peak RSS within 10% across sizes (spread)", None, 0.10,
+                           "fewer than two sizes measured", higher_is_better=False))
+    if len(full_rss) >= 2:
+        growth = full_rss[-1][1] / full_rss[0][1]
+        size_growth = full_rss[-1][0] / full_rss[0][0]
+        out.append(_target("full_load peak RSS grows with size (largest/smallest)", growth, 1.5,
+                           f"store grew {size_growth:.1f}x; peak RSS MB " + ", ".join(
+                               f"{g:g} GB: {v:.0f}" for g, v in full_rss)))
+    builds = {r.get("workers"): r for r in records
+              if r.get("suite") == "build" and r.get("strategy") == "eegstore_build"
+              and r.get("status") == "ok"}
+    if 1 in builds and 2 in builds:
+        sp = builds[1]["elapsed_s"] / builds[2]["elapsed_s"]
+        out.append(_target("Dask build speed-up with 2 workers >= 1.6x", sp, 1.6,
+                           f"{builds[1]['elapsed_s']:.1f} s with 1 worker, "
+                           f"{builds[2]['elapsed_s']:.1f} s with 2"))
+    else:
+        out.append(_target("Dask build speed-up with 2 workers >= 1.6x", None, 1.6,
+                           "build suite not measured"))
+    return out
+
+
+# --------------------------------------------------------------------------- markdown
+def _fmt(v: Any, nd: int = 1) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        if abs(v) >= 100:
+            return f"{v:.0f}"
+        if abs(v) >= 1:
+            return f"{v:.{nd}f}"
+        return f"{v:.3g}"
+    return str(v)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _mb(b: Any) -> Any:
+    return None if b is None else b / 1e6
+
+
+def write_markdown(path: Path, result: dict[str, Any]) -> None:
+    """Write ``results.md``: machine, targets, loading/build/codec/GPU tables."""
+    m = result["machine"]
+    cfg = result["config"]
+    recs = result["records"]
+    lines = [f"# eegstore benchmark results ({'quick' if cfg.get('quick') else 'full'} run)", ""]
+    disk = m.get("disk", {})
+    lines += [
+        f"Run {result['started']} → {result['finished']} ({result['duration_s']:.0f} s).", "",
+        f"**Machine**: {m['cpu_model']}, {m['logical_cores']} logical cores "
+        f"({m.get('usable_cores')} usable), {m['ram_gb']} GB RAM, disk {disk.get('device', '?')} "
+        f"({disk.get('fstype', '?')}, rotational={disk.get('rotational', '?')}), "
+        f"measured sequential read: cold {_fmt(m.get('disk_read_cold_gb_per_s'), 2)} GB/s, "
+        f"page cache {_fmt(m.get('page_cache_read_gb_per_s'), 2)} GB/s; {m['os']}, "
+        f"Python {m['python']}; GPU: {m.get('cuda') or 'none'}.",
+        f"Load average at start {m.get('load_average')} and end "
+        f"{result.get('load_average_end')} (the machine may be shared: figures are noisy).",
+        "", "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v), "",
+        f"Settings: batch size {cfg['batch_size']}, {cfg['workers']} DataLoader workers, "
+        f"windows of {cfg['window_shape']} float32, Zarr chunks of {cfg['chunk_windows']} "
+        f"windows, warm runs {cfg['time_limit_s']} s, cold runs one epoch (≤ "
+        f"{cfg['cold_time_limit_s']} s), hdf5_seed ≤ {cfg['seed_time_limit_s']} s.", "",
+        "windows/s is the steady state inside epochs (each epoch's first batch excluded); "
+        "first batch is the latency from process start-up of the loader to the first batch "
+        "(includes full_load's whole read). Peak RSS is summed over the measuring process and "
+        "all its children (DataLoader workers); it counts pages shared by forked workers once "
+        "per process, so peak PSS (shared pages split between processes) is shown too. "
+        "Rows with 0 workers run the loader in the measuring process (no DataLoader worker "
+        "IPC); `zarr_chunks` reads whole Zarr chunks in random order with no gather: the "
+        "ceiling of any chunk-wise reader of the same store; `dataloader_ceiling` only copies "
+        "an in-RAM batch in each worker and ships it to the main process: the DataLoader's "
+        "own transfer ceiling at that worker count. Targets use the rows at the "
+        "run's worker count. CPU s / wall s is the CPU time of the whole process tree over "
+        "the wall time: below the number of busy processes it shows CPU starvation (the "
+        "machine is shared and has 2 cores).", "",
+        "## Targets", ""]
+    lines += _table(["target", "measured", "threshold", "passed", "detail"],
+                    [[t["name"], t["measured"], t["threshold"],
+                      "n/a" if t["passed"] is None else t["passed"], t["detail"]]
+                     for t in result["targets"]])
+    lines += ["", "## Loading", ""]
+    load = [r for r in recs if r["suite"] in ("loading", "loading_bids")]
+    lines += _table(
+        ["suite", "strategy", "variant", "cache", "store GB", "workers", "windows/s",
+         "first batch s", "peak RSS MB", "peak PSS MB", "CPU s / wall s", "on disk MB",
+         "status"],
+        [[r["suite"], r["strategy"], r.get("variant"), r["cache"], r["store_gb"], r["workers"],
+          r.get("windows_per_s"), r.get("first_batch_s"), r.get("peak_rss_mb"),
+          r.get("peak_pss_mb"), r.get("cpu_per_wall"), _mb(r.get("bytes_on_disk")),
+          r["status"] + (f" ({r['reason']})" if r.get("reason") else "")] for r in load])
+    build = [r for r in recs if r["suite"] == "build"]
+    if build:
+        lines += ["", "## Build", ""]
+        lines += _table(
+            ["strategy", "workers", "windows", "elapsed s", "windows/s", "peak RSS MB",
+             "peak PSS MB", "processes", "CPU s / wall s", "on disk MB", "status"],
+            [[r["strategy"], r["workers"], r.get("n_windows"), r.get("elapsed_s"),
+              r.get("windows_per_s"), r.get("peak_rss_mb"), r.get("peak_pss_mb"),
+              r.get("processes"), r.get("cpu_per_wall"), _mb(r.get("bytes_on_disk")),
+              r["status"] + (f" ({r['reason']})" if r.get("reason") else "")] for r in build])
+    codec = [r for r in recs if r["suite"] == "codec" and r["cache"] == "warm"]
+    if codec:
+        src = codec[0].get("source", "?")
+        lines += ["", f"## Codec sweep (data: {src})", ""]
+        lines += ["Write once (incl. fsync); reads: best of the repeats, whole array.", ""]
+        lines += _table(
+            ["codec", "ratio", "write MB/s", "read warm MB/s", "read cold MB/s",
+             "max abs error", "on disk MB", "status"],
+            [[r["variant"], r.get("compression_ratio"), r.get("write_mb_per_s"),
+              r.get("read_warm_mb_per_s"), r.get("read_cold_mb_per_s"), r.get("max_abs_error"),
+              _mb(r.get("bytes_on_disk")), r["status"]] for r in codec])
+        best = result.get("best_codec")
+        if best:
+            lines += ["", f"Best lossless codec ({best['rule']}): **{best['lossless']}**; "
+                          f"best incl. lossy: **{best['any']}**."]
+    gpu = [r for r in recs if r["suite"] == "gpu"]
+    if gpu:
+        lines += ["", "## GPU feed (EEGNeX, challenge 1)", ""]
+        lines += _table(
+            ["strategy", "device", "windows/s", "step ms", "data-wait fraction", "status"],
+            [[r["strategy"], r.get("device"), r.get("windows_per_s"), r.get("step_ms"),
+              r.get("data_wait_fraction"),
+              r["status"] + (f" ({r['reason']})" if r.get("reason") else "")] for r in gpu])
+    lines += ["", "Plots: `rss_vs_size.png`, `throughput.png`.", ""]
+    path.write_text("\n".join(lines))
+
+
+# --------------------------------------------------------------------------- plots
+def plot_results(out_dir: Path, records: Sequence[dict], workers: int | None = None
+                 ) -> list[Path]:
+    """Write ``rss_vs_size.png`` and ``throughput.png``; return their paths.
+
+    The memory plot shows the runs at ``workers`` DataLoader workers (default: all).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    load = [r for r in records if r["suite"] == "loading" and r.get("status") == "ok"]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=80)
+    names = sorted({(r["strategy"], r.get("variant")) for r in load})
+    same_w = [r for r in load if workers is None or r.get("workers") == workers]
+    for strategy, variant in names:
+        rows = sorted((r["store_gb"], r["peak_rss_mb"], r.get("peak_pss_mb"))
+                      for r in same_w if r["strategy"] == strategy
+                      and r.get("variant") == variant and r["cache"] == "warm")
+        if not rows:
+            continue
+        label = strategy if variant in (None, "zarr", "numpy", "seed") else f"{strategy}/{variant}"
+        line, = ax.plot([g for g, _, _ in rows], [v for _, v, _ in rows], marker="o",
+                        label=label)
+        if any(p for _, _, p in rows):
+            ax.plot([g for g, _, _ in rows], [p or float("nan") for _, _, p in rows],
+                    ls=":", color=line.get_color())
+    ax.set_xlabel("store size (GB of float32 windows)")
+    ax.set_ylabel("peak RSS of process tree (MB)")
+    ax.set_title(f"Peak memory vs store size (warm, {workers} workers; dotted: PSS)",
+                 fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    p = out_dir / "rss_vs_size.png"
+    fig.savefig(p)
+    plt.close(fig)
+    paths.append(p)
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.0), dpi=80)
+    bars = [r for r in load if r.get("size_factor") == 1 and r.get("windows_per_s")]
+    bars.sort(key=lambda r: (r["cache"], -r["windows_per_s"]))
+    labels = [f"{r['strategy']}/{r.get('variant')} ({r['cache']}, {r['workers']}w)"
+              for r in bars]
+    colors = ["tab:orange" if r["cache"] == "warm" else "tab:blue" for r in bars]
+    ax.barh(range(len(bars)), [r["windows_per_s"] for r in bars], color=colors)
+    ax.set_yticks(range(len(bars)))
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("windows/s (log scale)")
+    ax.set_title("Loader throughput, smallest store (orange warm, blue cold)", fontsize=9)
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    p = out_dir / "throughput.png"
+    fig.savefig(p)
+    plt.close(fig)
+    paths.append(p)
+    return paths
