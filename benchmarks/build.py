@@ -77,14 +77,18 @@ def _synth(cfg: Any, root: Path) -> tuple[Path | None, dict[str, Any]]:
     return (root_dir if ok else None), rec
 
 
-def _build(src: Path, store: Path, workers: int, recipe: str) -> dict[str, Any]:
+def _build(src: Path, store: Path, workers: int, recipe: str, subjects: int | None = None
+           ) -> dict[str, Any]:
     if store.exists():
         shutil.rmtree(store)
     read_files([src])  # inputs in the page cache for both builds alike
     argv = python_argv("eegstore", "build", str(src), str(store), "--recipe", recipe,
-                       "--workers", str(workers))
+                       "--workers", str(workers), "--no-progress")
+    if subjects is not None:
+        argv += ["--subjects", str(subjects)]
     res = run_child(argv, timeout_s=1800)
-    rec: dict[str, Any] = {"suite": "build", "strategy": "eegstore_build", "variant": recipe,
+    variant = recipe if subjects is None else f"{recipe}-{subjects}-subjects"
+    rec: dict[str, Any] = {"suite": "build", "strategy": "eegstore_build", "variant": variant,
                            "cache": "warm", "workers": workers, "first_batch_s": None,
                            "elapsed_s": res.wall_s, "peak_rss_mb": res.peak_rss_mb,
                            "peak_pss_mb": res.peak_pss_mb, "processes": res.max_procs,
@@ -290,6 +294,11 @@ def run_build_suite(cfg: Any, data_root: Path) -> tuple[list[dict[str, Any]], di
                 records.append(rec)
                 if rec["status"] == "ok":
                     built = root / f"store-w{w}.zarr"
+            # half the recordings, to show that peak RSS does not grow with their number
+            if cfg.synth_subjects >= 2:
+                half = cfg.synth_subjects // 2
+                records.append(_build(bids, root / "store-half.zarr", 2, "challenge2", half))
+                shutil.rmtree(root / "store-half.zarr", ignore_errors=True)
             if built is not None:
                 records += _bids_loading(cfg, bids, built, (400, 200))
     if "codec" in cfg.suites:

@@ -94,9 +94,17 @@ def evaluate_targets(records: Sequence[dict], workers: int | None = None
         out.append(_target("full_load peak RSS grows with size (largest/smallest)", growth, 1.5,
                            f"store grew {size_growth:.1f}x; peak RSS MB " + ", ".join(
                                f"{g:g} GB: {v:.0f}" for g, v in full_rss)))
-    builds = {r.get("workers"): r for r in records
-              if r.get("suite") == "build" and r.get("strategy") == "eegstore_build"
-              and r.get("status") == "ok"}
+    all_builds = [r for r in records if r.get("suite") == "build"
+                  and r.get("strategy") == "eegstore_build" and r.get("status") == "ok"]
+    builds = {r.get("workers"): r for r in all_builds if r.get("variant") == "challenge2"}
+    half = [r for r in all_builds if r.get("variant") != "challenge2" and r.get("workers") == 2]
+    if half and 2 in builds:
+        full, part = builds[2], half[0]
+        growth = full["peak_rss_mb"] / part["peak_rss_mb"] - 1.0
+        out.append(_target("build peak RSS within 10% when recordings double (growth)", growth,
+                           0.10, f"{part.get('n_windows')} windows: {part['peak_rss_mb']:.0f} MB, "
+                           f"{full.get('n_windows')} windows: {full['peak_rss_mb']:.0f} MB",
+                           higher_is_better=False))
     if 1 in builds and 2 in builds:
         sp = builds[1]["elapsed_s"] / builds[2]["elapsed_s"]
         out.append(_target("Dask build speed-up with 2 workers >= 1.6x", sp, 1.6,

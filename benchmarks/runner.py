@@ -47,8 +47,8 @@ class RunConfig:
     suites: list[str] = field(default_factory=lambda: list(SUITES))
     data_dir: Path | None = None
     keep_data: bool = False
-    synth_subjects: int = 16
-    build_tasks: list[str] = field(default_factory=lambda: ["RestingState", "DespicableMe"])
+    synth_subjects: int = 60
+    build_tasks: list[str] = field(default_factory=lambda: ["RestingState"])
     codec_windows: int = 1000
     seed: int = 0
 
