@@ -86,6 +86,9 @@ def _has_consolidated(store: str, storage_options: Mapping[str, Any] | None) -> 
     except (ValueError, OSError) as exc:
         raise StoreError(f"expected readable store metadata at {store}/zarr.json, got {exc}; "
                          "re-run the build") from None
+    if not isinstance(meta, dict):
+        raise StoreError(f"expected a JSON object in {store}/zarr.json, got "
+                         f"{type(meta).__name__}; this is not an eegstore store")
     return bool(meta.get("consolidated_metadata"))
 
 
@@ -100,7 +103,12 @@ def _load_labels(ds: xr.Dataset) -> xr.Dataset:
     for name, var in ds.variables.items():
         if name == DATA_VAR:
             continue
-        values = np.asarray(var.values)
+        try:
+            values = np.asarray(var.values)
+        except Exception as exc:  # codecs and stores raise many types
+            raise StoreError(f"expected a readable array {name!r} in the store, got "
+                             f"{type(exc).__name__}: {exc}; the store is damaged: run "
+                             "`eegstore verify` and rebuild it") from exc
         if values.dtype.kind == "T":
             values = values.astype(object)
         loaded[name] = var.copy(data=values)

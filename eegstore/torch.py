@@ -38,7 +38,7 @@ import torch
 import xarray as xr
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from eegstore.errors import ConfigError, StoreError
+from eegstore.errors import ConfigError, CorruptChunkError, StoreError
 from eegstore.plan import (
     ChunkCache,
     EpochPartition,
@@ -65,7 +65,8 @@ class _StoreReader:
     """Metadata of a store plus lazy, fork-safe whole-chunk reads of ``eeg``."""
 
     def __init__(self, store: Any, *, target: str,
-                 storage_options: Mapping[str, Any] | None) -> None:
+                 storage_options: Mapping[str, Any] | None,
+                 verify_checksums: bool = False) -> None:
         self.storage_options = dict(storage_options) if storage_options else None
         if isinstance(store, xr.Dataset):
             ds = store
@@ -105,6 +106,17 @@ class _StoreReader:
             self.chunk_windows = int(ds.attrs.get("chunk_windows", 64))
         self.coords = ds.drop_vars("eeg")
         self.target = np.asarray(ds[target].values, dtype=np.float32)
+        self.crcs: np.ndarray | None = None
+        if verify_checksums:
+            n_chunks = -(-self.shape[0] // self.chunk_windows)
+            crcs = np.asarray(ds["chunk_crc32"].values, dtype=np.int64) \
+                if "chunk_crc32" in ds.variables else np.zeros(0, dtype=np.int64)
+            if ds.attrs.get("checksums") == "none" or len(crcs) != n_chunks:
+                raise ConfigError(f"expected {n_chunks} recorded chunk checksums "
+                                  f"(chunk_crc32) for verify_checksums=True, got "
+                                  f"{'none' if ds.attrs.get('checksums') == 'none' else len(crcs)}"
+                                  "; use a store written by `eegstore build`")
+            self.crcs = crcs
         # Without a source (an in-memory or derived Dataset) read through xarray.
         self._dataset = None if self.source else ds
         self._array: Any = None
@@ -139,13 +151,31 @@ class _StoreReader:
         slot = recycled
         if slot is None:
             slot = np.empty((self.chunk_windows, *self.shape[1:]), dtype=self.dtype)
-        if self._dataset is not None:
-            slot[: stop - start] = self._dataset["eeg"][start:stop].values
-            return slot
-        from zarr.core.buffer.cpu import NDBuffer
+        try:
+            if self._dataset is not None:
+                slot[: stop - start] = self._dataset["eeg"][start:stop].values
+                return slot
+            from zarr.core.buffer.cpu import NDBuffer
 
-        self._open().get_basic_selection((slice(start, stop),),
-                                         out=NDBuffer.from_numpy_array(slot[: stop - start]))
+            self._open().get_basic_selection((slice(start, stop),),
+                                             out=NDBuffer.from_numpy_array(slot[: stop - start]))
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # codecs and stores raise many types
+            raise CorruptChunkError(
+                f"expected a readable chunk {chunk} of array 'eeg' (windows {start}:{stop}) in "
+                f"{self.source or 'the dataset'}, got {type(exc).__name__}: {exc}; run "
+                "`eegstore verify` on the store and rebuild it") from exc
+        if self.crcs is not None:
+            import zlib
+
+            crc = zlib.crc32(np.ascontiguousarray(slot[: stop - start]).data) & 0xFFFFFFFF
+            if crc != int(self.crcs[chunk]):
+                raise CorruptChunkError(
+                    f"expected chunk {chunk} of array 'eeg' (windows {start}:{stop}) in "
+                    f"{self.source or 'the dataset'} to have its recorded CRC32 "
+                    f"{int(self.crcs[chunk])}, got {crc}; run `eegstore verify` on the store "
+                    "and rebuild it")
         return slot
 
     @property
@@ -282,6 +312,11 @@ class WindowStream(IterableDataset):
         built directly in shared memory so the transfer copies nothing).
     storage_options : mapping, optional
         fsspec options for remote URLs.
+    verify_checksums : bool
+        Check each decoded chunk against the CRC32 the build recorded
+        (``chunk_crc32``) and raise :class:`~eegstore.errors.CorruptChunkError` on
+        a mismatch.  Catches damage the codec cannot see (a deleted chunk file
+        reads as fill values); costs one CRC32 pass per chunk read.
     """
 
     def __init__(self, store: str | Path | xr.Dataset, batch_size: int, *, shuffle: bool = True,
@@ -292,10 +327,12 @@ class WindowStream(IterableDataset):
                  world_size: int | None = None,
                  equalize: Literal["pad", "drop"] | None = None, prefetch_factor: int = 2,
                  pin_memory: bool = False,
-                 storage_options: Mapping[str, Any] | None = None) -> None:
+                 storage_options: Mapping[str, Any] | None = None,
+                 verify_checksums: bool = False) -> None:
         super().__init__()
         self.pin_memory = bool(pin_memory)
-        self._reader = _StoreReader(store, target=target, storage_options=storage_options)
+        self._reader = _StoreReader(store, target=target, storage_options=storage_options,
+                                    verify_checksums=verify_checksums)
         n_windows, _, n_times = self._reader.shape
         self.crop_samples = _check_crop(crop_samples, n_times)
         self.normalize = _check_normalize(normalize)
@@ -503,13 +540,20 @@ class WindowDataset(Dataset):
         Seed of the crops.
     storage_options : mapping, optional
         fsspec options for remote URLs.
+    verify_checksums : bool
+        Check each decoded chunk against the CRC32 the build recorded
+        (``chunk_crc32``) and raise :class:`~eegstore.errors.CorruptChunkError` on
+        a mismatch.  Catches damage the codec cannot see (a deleted chunk file
+        reads as fill values); costs one CRC32 pass per chunk read.
     """
 
     def __init__(self, store: str | Path | xr.Dataset, where: Any = None,
                  crop_samples: int | None = None, target: str = "target", *,
                  normalize: str | None = None, cache_chunks: int = 4, seed: int = 0,
-                 storage_options: Mapping[str, Any] | None = None) -> None:
-        self._reader = _StoreReader(store, target=target, storage_options=storage_options)
+                 storage_options: Mapping[str, Any] | None = None,
+                 verify_checksums: bool = False) -> None:
+        self._reader = _StoreReader(store, target=target, storage_options=storage_options,
+                                    verify_checksums=verify_checksums)
         n_windows, _, n_times = self._reader.shape
         self.crop_samples = _check_crop(crop_samples, n_times)
         self.normalize = _check_normalize(normalize)

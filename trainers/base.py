@@ -49,7 +49,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from eegstore.errors import ConfigError, MemoryGuardTriggered, StoreError
-from trainers.checkpoint import load_checkpoint, save_checkpoint
+from trainers.checkpoint import load_checkpoint, safe_load, save_checkpoint
 from trainers.config import RUN_CONTROL_FIELDS, TrainConfig
 from trainers.memory import MemoryGuard
 from trainers.metrics import regression_metrics
@@ -284,7 +284,7 @@ def load_model(run_dir: str | Path, map_location: str | torch.device = "cpu") ->
     net = build_model(spec["name"], n_chans=spec["n_chans"], n_outputs=spec["n_outputs"],
                       n_times=spec["n_times"], sfreq=spec["sfreq"], **spec.get("kwargs", {}))
     model = ScaledRegressor(net)
-    state = torch.load(weights_path, map_location=map_location, weights_only=True)
+    state = safe_load(weights_path, map_location)  # torch.load(weights_only=True)
     model.load_state_dict(state)
     return model.eval()
 

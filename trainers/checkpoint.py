@@ -17,7 +17,7 @@ import torch
 
 from eegstore.errors import ConfigError
 
-__all__ = ["load_checkpoint", "save_checkpoint", "to_safe"]
+__all__ = ["load_checkpoint", "safe_load", "save_checkpoint", "to_safe"]
 
 
 def to_safe(obj: Any) -> Any:
@@ -78,6 +78,38 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return path
 
 
+def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``; a file holding other objects is refused.
+
+    Parameters
+    ----------
+    path : str or Path
+        A file written by ``torch.save``.
+    map_location : str or torch.device
+        Where tensors are loaded.
+
+    Returns
+    -------
+    object
+        Tensors in primitive containers.
+
+    Raises
+    ------
+    ConfigError
+        When the file holds anything else (e.g. a pickled object that would run code).
+    """
+    import pickle
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        what = next((ln for ln in lines if "unsupported global" in ln.lower()),
+                    lines[-1] if lines else type(exc).__name__)
+        raise ConfigError(f"expected only tensors and primitives in {path}, got other objects; "
+                          f"refusing to unpickle them ({what[:200]})") from None
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``.
 
@@ -97,7 +129,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise FileNotFoundError(f"expected a checkpoint at {path}, got nothing; "
                                 "train first or check --run/--out")
-    data = torch.load(path, map_location=map_location, weights_only=True)
+    data = safe_load(path, map_location)
     if not isinstance(data, dict):
         raise ConfigError(f"expected a dict checkpoint in {path}, got {type(data).__name__}")
     return data
