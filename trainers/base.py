@@ -74,6 +74,10 @@ _BUILTIN_MODULES = ("trainers.challenge1", "trainers.challenge2")
 CHECKPOINT_FORMAT = 1
 
 
+#: A DataLoader worker that delivers no batch for this long is treated as hung (the
+#: DataLoader raises instead of waiting forever; a dead worker is detected at once).
+WORKER_TIMEOUT_S = 300.0
+
 def register_trainer(name: str) -> Callable[[type[Trainer]], type[Trainer]]:
     """Class decorator registering a :class:`Trainer` subclass under ``name``.
 
@@ -747,7 +751,8 @@ class Trainer(ABC):
             loader = torch.utils.data.DataLoader(
                 stream, batch_size=None, num_workers=cfg.num_workers,
                 pin_memory=device.type == "cuda", generator=generator,
-                persistent_workers=False)
+                persistent_workers=False,
+                timeout=WORKER_TIMEOUT_S if cfg.num_workers else 0)
             iterator = iter(loader)
             if rng_state is not None and epoch == start_epoch:
                 torch.set_rng_state(rng_state)
