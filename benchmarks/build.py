@@ -8,6 +8,7 @@ process tree (Dask scheduler, nanny and worker processes) is sampled.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -77,17 +78,33 @@ def _synth(cfg: Any, root: Path) -> tuple[Path | None, dict[str, Any]]:
     return (root_dir if ok else None), rec
 
 
-def _build(src: Path, store: Path, workers: int, recipe: str, subjects: int | None = None
-           ) -> dict[str, Any]:
+def _half_subjects(bids: Path) -> list[str]:
+    """Half of the subjects of ``bids``, holding the longest recording.
+
+    A build's peak memory is bounded by its longest recording (one recording per
+    worker), so the doubling comparison keeps that recording in both builds:
+    subjects ranked by their longest recording, every other one from the first.
+    """
+    longest: dict[str, float] = {}
+    for sidecar in bids.glob("sub-*/eeg/*_eeg.json"):
+        subject = sidecar.parts[-3].removeprefix("sub-")
+        duration = float(json.loads(sidecar.read_text()).get("RecordingDuration", 0.0))
+        longest[subject] = max(longest.get(subject, 0.0), duration)
+    ranked = sorted(longest, key=lambda s: (-longest[s], s))
+    return sorted(ranked[::2])
+
+
+def _build(src: Path, store: Path, workers: int, recipe: str,
+           subjects: list[str] | None = None) -> dict[str, Any]:
     if store.exists():
         shutil.rmtree(store)
     read_files([src])  # inputs in the page cache for both builds alike
     argv = python_argv("eegstore", "build", str(src), str(store), "--recipe", recipe,
                        "--workers", str(workers), "--no-progress")
     if subjects is not None:
-        argv += ["--subjects", str(subjects)]
+        argv += ["--subjects", *subjects]
     res = run_child(argv, timeout_s=1800)
-    variant = recipe if subjects is None else f"{recipe}-{subjects}-subjects"
+    variant = recipe if subjects is None else f"{recipe}-{len(subjects)}-subjects"
     rec: dict[str, Any] = {"suite": "build", "strategy": "eegstore_build", "variant": variant,
                            "cache": "warm", "workers": workers, "first_batch_s": None,
                            "elapsed_s": res.wall_s, "peak_rss_mb": res.peak_rss_mb,
@@ -296,7 +313,7 @@ def run_build_suite(cfg: Any, data_root: Path) -> tuple[list[dict[str, Any]], di
                     built = root / f"store-w{w}.zarr"
             # half the recordings, to show that peak RSS does not grow with their number
             if cfg.synth_subjects >= 2:
-                half = cfg.synth_subjects // 2
+                half = _half_subjects(bids)
                 records.append(_build(bids, root / "store-half.zarr", 2, "challenge2", half))
                 shutil.rmtree(root / "store-half.zarr", ignore_errors=True)
             if built is not None:

@@ -935,8 +935,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("store", help="output store: path or fsspec URL (s3://..., memory://...)")
     parser.add_argument("--recipe", required=True, choices=sorted(RECIPES))
     parser.add_argument("--tasks", nargs="+", default=None, help="tasks to include")
-    parser.add_argument("--subjects", type=int, default=None,
-                        help="use only the first N subjects")
+    parser.add_argument("--subjects", nargs="+", default=None, metavar="N|LABEL",
+                        help="use only the first N subjects (one number), or these subject "
+                        "labels (without 'sub-')")
     parser.add_argument("--workers", type=int, default=2, help="local worker processes")
     parser.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
     parser.add_argument("--chunk-windows", type=int, default=None, help="windows per chunk")
@@ -966,6 +967,18 @@ def _steps_from_args(args: argparse.Namespace) -> list[Preprocessor]:
     return steps
 
 
+def _parse_subjects(values: Sequence[str] | None) -> int | list[str] | None:
+    """``--subjects``: one number N (the first N subjects) or subject labels."""
+    if values is None:
+        return None
+    if len(values) == 1 and values[0].lstrip("-").isdigit():
+        n = int(values[0])
+        if n < 1:
+            raise ConfigError(f"expected --subjects >= 1, got {n}")
+        return n
+    return [v.removeprefix("sub-") for v in values]
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``eegstore build``."""
     params: dict[str, Any] = {}
@@ -980,11 +993,10 @@ def run(args: argparse.Namespace) -> int:
                 params["window_s"] = args.window_s
             if args.stride_s is not None:
                 params["stride_s"] = args.stride_s
-    if args.subjects is not None and args.subjects < 1:
-        raise ConfigError(f"expected --subjects >= 1, got {args.subjects}")
+    subjects = _parse_subjects(args.subjects)
     recipe = get_recipe(args.recipe, **params)
     report = build_store(args.source, args.store, recipe, tasks=args.tasks,
-                         subjects=args.subjects, workers=args.workers, scheduler=args.scheduler,
+                         subjects=subjects, workers=args.workers, scheduler=args.scheduler,
                          chunk_windows=args.chunk_windows, dtype=args.dtype,
                          compressor=args.compressor, preprocessing=_steps_from_args(args),
                          progress=not args.no_progress)
