@@ -48,7 +48,7 @@ class RunConfig:
     data_dir: Path | None = None
     keep_data: bool = False
     synth_subjects: int = 60
-    build_tasks: list[str] = field(default_factory=lambda: ["RestingState"])
+    build_tasks: list[str] = field(default_factory=lambda: ["RestingState", "DespicableMe"])
     codec_windows: int = 1000
     seed: int = 0
 
