@@ -96,8 +96,10 @@ def evaluate_targets(records: Sequence[dict], workers: int | None = None
                                f"{g:g} GB: {v:.0f}" for g, v in full_rss)))
     all_builds = [r for r in records if r.get("suite") == "build"
                   and r.get("strategy") == "eegstore_build" and r.get("status") == "ok"]
-    builds = {r.get("workers"): r for r in all_builds if r.get("variant") == "challenge2"}
-    half = [r for r in all_builds if r.get("variant") != "challenge2" and r.get("workers") == 2]
+    # a build of a subset of the subjects has a variant ending in "-subjects"
+    subset = [str(r.get("variant", "")).endswith("-subjects") for r in all_builds]
+    builds = {r.get("workers"): r for r, sub in zip(all_builds, subset, strict=True) if not sub}
+    half = [r for r, sub in zip(all_builds, subset, strict=True) if sub and r.get("workers") == 2]
     if half and 2 in builds:
         full, part = builds[2], half[0]
         growth = full["peak_rss_mb"] / part["peak_rss_mb"] - 1.0

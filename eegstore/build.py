@@ -88,12 +88,12 @@ COORD_CHUNK = 65536
 TARGET_CHUNK_BYTES = 8 * 2**20
 #: Compressor names accepted by ``build_store``.
 COMPRESSORS = ("zstd", "blosc-zstd", "blosc-lz4", "gzip", "none")
-#: Default compressor.  Measured on synthetic HBN-like windows (129 x 200, float32,
-#: chunks of 80 windows; ratio vs uncompressed, single-thread write / read MB/s):
-#: blosc-lz4 1.47x 561/2141, zstd(3) 1.51x 99/471, blosc-zstd(5) 1.61x 54/1141,
-#: gzip(5) 1.57x 19/106.  EEG compresses little whatever the codec, so the
-#: fastest reader/writer wins; float16 roughly doubles the saving.
-DEFAULT_COMPRESSOR = "blosc-lz4"
+#: Default compressor, chosen by the codec sweep of ``python -m benchmarks run``
+#: (``benchmarks/results/results.md``): on windows of synthetic BDF recordings built
+#: by ``eegstore build``, zstd level 1 compressed 2.1x with the best cold-cache read
+#: (2.1 GB/s) and 1.0 GB/s writes, against blosc-lz4's 1.3x (1.6 GB/s cold reads).
+#: ``float16`` (``--dtype``) roughly doubles the saving again.
+DEFAULT_COMPRESSOR = "zstd"
 DTYPES = ("float32", "float16")
 
 
@@ -113,7 +113,7 @@ def compressor_codecs(name: str) -> list[Any]:
     import zarr.codecs as zc
 
     if name == "zstd":
-        return [zc.ZstdCodec(level=3)]
+        return [zc.ZstdCodec(level=1)]
     if name == "blosc-zstd":
         return [zc.BloscCodec(cname="zstd", clevel=5, shuffle=zc.BloscShuffle.shuffle)]
     if name == "blosc-lz4":

@@ -19,7 +19,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from eegstore.build import compressor_codecs
+from eegstore.build import DEFAULT_COMPRESSOR, compressor_codecs
 from eegstore.errors import ConfigError
 from eegstore.schema import (
     CHALLENGE2_COORDS,
@@ -55,7 +55,7 @@ def make_store(
     planted: float = 1.0,
     seed: int = 0,
     releases: tuple[str, ...] = ("R5",),
-    compressor: str = "blosc-lz4",
+    compressor: str = DEFAULT_COMPRESSOR,
 ) -> Path:
     """Write a small schema-conformant store of random windows and return its path.
 

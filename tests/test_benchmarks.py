@@ -207,3 +207,17 @@ def test_gpu_feed_loop_runs_on_cpu(tmp_path: Path) -> None:
                     "npy": str(tmp_path / "x.npy"), "targets": str(tmp_path / "y.npy")})
     assert out["status"] == "ok" and out["steps"] == 2 and out["device"] == "cpu"
     assert out["windows_per_s"] > 0 and 0 <= out["data_wait_fraction"] <= 1
+
+
+def test_build_rss_doubling_target_compares_subset_with_full_build() -> None:
+    def build(workers: int, rss: float, variant: str = "challenge2") -> dict:
+        return {"suite": "build", "strategy": "eegstore_build", "workers": workers,
+                "status": "ok", "elapsed_s": 10.0, "peak_rss_mb": rss, "variant": variant,
+                "n_windows": 100}
+
+    records = [build(1, 500.0), build(2, 720.0), build(2, 700.0, "challenge2-30-subjects")]
+    got = {t["name"]: t for t in evaluate_targets(records)}
+    growth = got["build peak RSS within 10% when recordings double (growth)"]
+    assert growth["measured"] == pytest.approx(720.0 / 700.0 - 1.0, abs=1e-3)
+    assert growth["passed"] is True
+    assert got["Dask build speed-up with 2 workers >= 1.6x"]["measured"] == pytest.approx(1.0)
