@@ -18,6 +18,7 @@ import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
+from scipy.signal import lfilter
 
 from eegstore.build import DEFAULT_COMPRESSOR, compressor_codecs
 from eegstore.errors import ConfigError
@@ -29,6 +30,12 @@ from eegstore.schema import (
 __all__ = ["make_store", "raise_if_dask_computes"]
 
 
+#: ADC steps per unit of the (unit-variance) synthetic signal.
+_ADC_STEPS = 4096.0
+#: Lag-one autocorrelation of the synthetic background (EEG is dominated by low frequencies).
+_AR1 = 0.95
+
+
 def _block(block_id: tuple[int, ...], *, seed: int, chunk_windows: int, n_windows: int,
            n_channels: int, n_times: int, targets: np.ndarray, planted: float,
            dtype: str) -> np.ndarray:
@@ -36,9 +43,15 @@ def _block(block_id: tuple[int, ...], *, seed: int, chunk_windows: int, n_window
     start = i * chunk_windows
     stop = min(start + chunk_windows, n_windows)
     rng = np.random.default_rng([seed, i])
-    x = rng.standard_normal((stop - start, n_channels, n_times), dtype=np.float32)
+    # 1/f-like background: AR(1) noise along time, scaled back to unit variance
+    x = lfilter([np.sqrt(1.0 - _AR1**2)], [1.0, -_AR1],
+                rng.standard_normal((stop - start, n_channels, n_times)), axis=-1)
+    x = x.astype(np.float32)
     pattern = np.sin(np.linspace(0, 4 * np.pi, n_times, dtype=np.float32))
     x += planted * targets[start:stop, None, None].astype(np.float32) * pattern
+    # quantised like an ADC (recorded EEG is integer counts times a gain, e.g. BDF's
+    # 24 bits), which is what makes real recordings compressible at all
+    x = np.round(x * _ADC_STEPS) / _ADC_STEPS
     return x.astype(dtype)
 
 
@@ -58,6 +71,10 @@ def make_store(
     compressor: str = DEFAULT_COMPRESSOR,
 ) -> Path:
     """Write a small schema-conformant store of random windows and return its path.
+
+    The signal is unit-variance AR(1) noise (lag-one autocorrelation 0.95, a
+    low-frequency-dominated background like EEG) plus the planted target,
+    quantised to 1/4096 like the integer counts of an EEG amplifier.
 
     Parameters
     ----------
