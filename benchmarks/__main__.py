@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.runner import SUITES, RunConfig, run_benchmarks
-from eegstore.cli import _Parser, run_cli
+from eegstore.cli import ArgumentParser, run_cli
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser = ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     sub.required = True
     run = sub.add_parser("run", help="run the benchmark suites",
                          description="run the benchmark suites and write the report")

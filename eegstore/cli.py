@@ -48,9 +48,6 @@ class ArgumentParser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-_Parser = ArgumentParser
-
-
 def _log_traceback(prog: str) -> str:
     fd, path = tempfile.mkstemp(prefix=f"{prog.replace(' ', '-')}-", suffix=".log")
     with os.fdopen(fd, "w") as fh:
@@ -102,9 +99,9 @@ def run_cli(prog: str, parser: argparse.ArgumentParser,
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="eegstore", description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(prog="eegstore", description=__doc__.split("\n\n")[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     sub.required = True
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)

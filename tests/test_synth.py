@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from eegstore import synth
-from eegstore.cli import _Parser, run_cli
+from eegstore.cli import ArgumentParser, run_cli
 from eegstore.data import MINI_R5_METADATA
 from eegstore.errors import ConfigError, SourceError
 from eegstore.synth import CHANNEL_NAMES, EffectParams, SynthReport, synthesize, write_bdf
@@ -255,7 +255,7 @@ def test_bad_arguments_raise(tmp_path: Path, kwargs, error, match):
 
 
 def _cli(argv: list[str]) -> tuple[int, str]:
-    parser = _Parser(prog="eegstore synth")
+    parser = ArgumentParser(prog="eegstore synth")
     synth.configure_parser(parser)
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
