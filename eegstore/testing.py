@@ -9,7 +9,7 @@ A linear "planted" signal makes ``target`` learnable.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from eegstore.schema import (
     SCHEMA_VERSION,
 )
 
-__all__ = ["make_store", "raise_if_dask_computes"]
+__all__ = ["assert_stores_equal", "make_store", "raise_if_dask_computes"]
 
 
 #: ADC steps per unit of the (unit-variance) synthetic signal.
@@ -217,3 +217,40 @@ def raise_if_dask_computes(max_computes: int = 0) -> Iterator[_CountingScheduler
     scheduler = _CountingScheduler(max_computes)
     with dask.config.set(scheduler=scheduler):
         yield scheduler
+
+
+def assert_stores_equal(a: str | Path | xr.Dataset, b: str | Path | xr.Dataset, *,
+                        ignore_attrs: Collection[str] | None = ("created", "updated",
+                                                                 "versions")) -> None:
+    """Raise ``AssertionError`` unless two stores hold the same data.
+
+    Compares the variable names, the sizes, every variable's values (text as
+    ``str``) and the attrs except ``ignore_attrs``.
+
+    Parameters
+    ----------
+    a, b : str, Path or xarray.Dataset
+        Stores (opened with :func:`eegstore.store.open_store`) or opened datasets.
+    ignore_attrs : collection of str, optional
+        Attrs that may differ (timestamps, versions); ``None`` skips the attrs.
+    """
+    from eegstore.store import open_store, str_values
+
+    da_ = (a if isinstance(a, xr.Dataset) else open_store(a)).load()
+    db = (b if isinstance(b, xr.Dataset) else open_store(b)).load()
+    if set(da_.variables) != set(db.variables):
+        raise AssertionError(f"expected the same variables, got {sorted(map(str, da_.variables))}"
+                             f" and {sorted(map(str, db.variables))}")
+    if dict(da_.sizes) != dict(db.sizes):
+        raise AssertionError(f"expected the same sizes, got {dict(da_.sizes)} and "
+                             f"{dict(db.sizes)}")
+    for name in da_.variables:
+        x, y = da_[name].values, db[name].values
+        if x.dtype.kind in "OUT":
+            x, y = str_values(x), str_values(y)
+        np.testing.assert_array_equal(x, y, err_msg=str(name))
+    if ignore_attrs is not None:
+        keep_a = {k: v for k, v in da_.attrs.items() if k not in ignore_attrs}
+        keep_b = {k: v for k, v in db.attrs.items() if k not in ignore_attrs}
+        if keep_a != keep_b:
+            raise AssertionError(f"expected the same attrs, got {keep_a} and {keep_b}")

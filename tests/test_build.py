@@ -19,6 +19,7 @@ import pytest
 from eegstore.build import build_store
 from eegstore.errors import BuildError, ConfigError
 from eegstore.store import open_store, str_values
+from eegstore.testing import assert_stores_equal
 from eegstore.verify import verify_store
 
 PY = sys.executable
@@ -67,20 +68,6 @@ def built(ccd_source, client, tmp_path_factory):
     report = build_store(ccd_source, store, "challenge1", subjects=2, scheduler=client,
                          chunk_windows=16, progress=False)
     return store, report
-
-
-def assert_same_store(a, b) -> None:
-    """Every variable (values and dtype kind) and the build attrs are equal."""
-    da_, db = open_store(a).load(), open_store(b).load()
-    assert set(da_.variables) == set(db.variables)
-    for name in da_.variables:
-        x, y = da_[name].values, db[name].values
-        if x.dtype.kind in "OUT":
-            np.testing.assert_array_equal(str_values(x), str_values(y), err_msg=name)
-        else:
-            np.testing.assert_array_equal(x, y, err_msg=name)
-    strip = {k: v for k, v in da_.attrs.items() if k not in SKIP_ATTRS}
-    assert strip == {k: v for k, v in db.attrs.items() if k not in SKIP_ATTRS}
 
 
 # -------------------------------------------------------------- the build
@@ -211,7 +198,7 @@ def test_incremental_append_equals_full_build(built, ccd_source, client, tmp_pat
     report = build_store(ccd_source, inc, "challenge1", subjects=2, scheduler=client,
                          progress=False)
     assert report.n_new_windows == report.n_windows - n_first > 0
-    assert_same_store(store, inc)
+    assert_stores_equal(store, inc, ignore_attrs=SKIP_ATTRS)
     # full chunks written by the first build were not rewritten
     assert all(p.stat().st_mtime_ns == t for p, t in chunk_files.items())
     # the reader opened before the append still sees its consistent store
@@ -248,7 +235,7 @@ def test_resume_after_kill_equals_uninterrupted(built, ccd_source, client, tmp_p
     report = build_store(ccd_source, out, "challenge1", subjects=2, scheduler=client,
                          chunk_windows=16, progress=False)
     assert report.n_ok == 6
-    assert_same_store(store, out)
+    assert_stores_equal(store, out, ignore_attrs=SKIP_ATTRS)
     assert verify_store(out).ok
 
 
@@ -320,15 +307,7 @@ def test_distributed_build_into_s3_equals_local(ccd_source, client, s3_cluster, 
     report = build_store(ccd_source, url, "challenge1", subjects=1, scheduler=remote_client,
                          chunk_windows=16, progress=False, storage_options=options)
     assert report.n_ok == 3
-    a = open_store(local).load()
-    b = open_store(url, storage_options=options).load()
-    assert set(a.variables) == set(b.variables)
-    for name in a.variables:
-        x, y = a[name].values, b[name].values
-        if x.dtype.kind in "OUT":
-            np.testing.assert_array_equal(str_values(x), str_values(y), err_msg=name)
-        else:
-            np.testing.assert_array_equal(x, y, err_msg=name)
+    assert_stores_equal(local, open_store(url, storage_options=options), ignore_attrs=None)
     assert verify_store(url, storage_options=options).ok
     import s3fs
 

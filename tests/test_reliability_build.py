@@ -17,16 +17,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from eegstore.build import KILL_ENV, build_store
 from eegstore.store import open_store, str_values
+from eegstore.testing import assert_stores_equal
 from eegstore.verify import verify_store
 
 PY = sys.executable
 REPO = Path(__file__).resolve().parents[1]
-SKIP_ATTRS = {"created", "updated", "versions"}
 CHUNK = 16
 
 pytestmark = pytest.mark.timeout(300)
@@ -75,21 +74,6 @@ def reference(rel_source, rel_cluster, tmp_path_factory) -> Path:
     return store
 
 
-def assert_same_store(a: Path | str, b: Path | str) -> None:
-    """Every variable (values) and every build attribute are equal."""
-    da_, db = open_store(a).load(), open_store(b).load()
-    assert set(da_.variables) == set(db.variables)
-    assert dict(da_.sizes) == dict(db.sizes)
-    for name in da_.variables:
-        x, y = da_[name].values, db[name].values
-        if x.dtype.kind in "OUT":
-            np.testing.assert_array_equal(str_values(x), str_values(y), err_msg=name)
-        else:
-            np.testing.assert_array_equal(x, y, err_msg=name)
-    keep = lambda d: {k: v for k, v in d.items() if k not in SKIP_ATTRS}  # noqa: E731
-    assert keep(da_.attrs) == keep(db.attrs)
-
-
 # ------------------------------------------------------------- kill, re-run, compare
 
 #: (first kill point, optional second kill point of the first re-run)
@@ -113,7 +97,7 @@ def test_sigkill_then_rerun_equals_uninterrupted(kill_at, then_at, rel_source, r
     assert (store / "_staging").is_dir()
     # between the kill and the re-run, the store is either absent-as-a-store or the old state
     if kill_at == "commit":
-        assert_same_store(reference, store)  # committed: readable already
+        assert_stores_equal(reference, store)  # committed: readable already
     else:
         rep = verify_store(store)
         assert not rep.ok and rep.problems[0].kind == "structure", str(rep)
@@ -124,12 +108,12 @@ def test_sigkill_then_rerun_equals_uninterrupted(kill_at, then_at, rel_source, r
     done = _run(cmd, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert not (store / "_staging").exists()
-    assert_same_store(reference, store)
+    assert_stores_equal(reference, store)
     assert verify_store(store).ok
     # re-running a finished build changes nothing
     again = _run(cmd, cwd=tmp_path)
     assert again.returncode == 0 and "(0 new)" in again.stdout, again.stdout
-    assert_same_store(reference, store)
+    assert_stores_equal(reference, store)
 
 
 def test_killed_append_keeps_the_old_store_and_resumes(rel_source, rel_cluster, reference,
@@ -143,13 +127,13 @@ def test_killed_append_keeps_the_old_store_and_resumes(rel_source, rel_cluster, 
     cmd = _cmd(rel_source, store, rel_cluster.scheduler.address, subjects=2)
     killed = _run(cmd, "chunk:1", cwd=tmp_path)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert_same_store(reference, store)
+    assert_stores_equal(reference, store)
     assert verify_store(store).ok  # CRCs of the committed (old) windows still match
     assert _run(cmd, cwd=tmp_path).returncode == 0
     full = tmp_path / "full.zarr"
     build_store(rel_source, full, "challenge1", subjects=2, scheduler=rel_cluster,
                 chunk_windows=CHUNK, progress=False)
-    assert_same_store(full, store)
+    assert_stores_equal(full, store)
     assert verify_store(store).ok
     # full chunks of the old store were never rewritten
     n_old = int(open_store(reference).sizes["window"])
@@ -268,4 +252,4 @@ def test_sigkill_of_a_localcluster_build_leaves_no_worker_behind(rel_source, rel
             os.killpg(proc.pid, signal.SIGKILL)
     done = _run(_cmd(rel_source, store, rel_cluster.scheduler.address), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert_same_store(reference, store)
+    assert_stores_equal(reference, store)

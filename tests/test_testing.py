@@ -47,3 +47,16 @@ def test_guard_allows_lazy_selection_and_catches_compute(tiny_store: Path) -> No
         sel = ds.isel(window=slice(0, 5))
     with pytest.raises(RuntimeError, match="lazy code path computed"), raise_if_dask_computes():
         sel["eeg"].values  # noqa: B018 - the read is the point
+
+
+def test_assert_stores_equal_spots_a_changed_window(tmp_path: Path) -> None:
+    from eegstore.store import open_store
+    from eegstore.testing import assert_stores_equal
+
+    a = make_store(tmp_path / "a.zarr", seed=1)
+    b = make_store(tmp_path / "b.zarr", seed=1)
+    assert_stores_equal(a, b)
+    changed = open_store(b).load()
+    changed["eeg"][0, 0, 0] += 1.0
+    with pytest.raises(AssertionError, match="eeg"):
+        assert_stores_equal(a, changed)
