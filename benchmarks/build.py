@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.datasets import bytes_on_disk, prepare_loading_data
-from benchmarks.loading import has_module, measure_loader
+from benchmarks.loading import measure_loader
 from benchmarks.procmon import evict_from_page_cache, python_argv, read_files, run_child
 
 __all__ = ["codec_sweep", "pick_best_codec", "run_build_suite"]
@@ -51,11 +51,6 @@ def _synth(cfg: Any, root: Path) -> tuple[Path | None, dict[str, Any]]:
     rec: dict[str, Any] = {"suite": "build", "strategy": "eegstore_synth", "variant": "bdf",
                            "cache": "warm", "workers": 2, "windows_per_s": None,
                            "first_batch_s": None, "store_gb": None}
-    missing = [m for m in ("eegstore.synth", "eegstore.build") if not has_module(m)]
-    if missing:
-        rec.update(status="skipped", reason=f"{' and '.join(missing)} not available yet",
-                   peak_rss_mb=None, bytes_on_disk=None)
-        return None, rec
     if out.exists() and any(out.rglob("*.bdf")):
         shutil.rmtree(out)
     argv = python_argv("eegstore", "synth", str(out), "--subjects", str(cfg.synth_subjects),
@@ -142,12 +137,6 @@ def _bids_loading(cfg: Any, bids: Path, store: Path, recipe_samples: tuple[int, 
                                     else cfg.cold_time_limit_s,
                                     "single_epoch": cache == "cold"}
             if strategy == "eegstore":
-                if not has_module("eegstore.torch"):
-                    rec.update(status="skipped", reason="eegstore.torch is not available yet",
-                               windows_per_s=None, peak_rss_mb=None, bytes_on_disk=None,
-                               first_batch_s=None)
-                    out.append(rec)
-                    continue
                 spec["zarr"] = str(store)
                 files = [str(store)]
             else:
@@ -299,12 +288,6 @@ def run_build_suite(cfg: Any, data_root: Path) -> tuple[list[dict[str, Any]], di
                                 "variant": "challenge2", "cache": "warm", "workers": w,
                                 "status": "skipped",
                                 "reason": "no synthetic recordings: " + synth_rec["reason"]})
-        elif not has_module("eegstore.build"):
-            for w in (1, 2):
-                records.append({"suite": "build", "strategy": "eegstore_build",
-                                "variant": "challenge2", "cache": "warm", "workers": w,
-                                "status": "skipped",
-                                "reason": "eegstore.build is not available yet"})
         else:
             for w in (1, 2):
                 rec = _build(bids, root / f"store-w{w}.zarr", w, "challenge2")

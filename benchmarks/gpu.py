@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from benchmarks.datasets import WINDOW_BYTES, prepare_loading_data
-from benchmarks.loading import has_module
 from benchmarks.procmon import python_argv, read_files, run_child
 
 __all__ = ["run_feed", "run_gpu_suite"]
@@ -132,10 +131,6 @@ def run_gpu_suite(cfg: Any, data_root: Path) -> list[dict[str, Any]]:
     for mode in ("stream", "gpu_tensor"):
         rec = {**base, "strategy": f"eegnex_{mode}", "variant": mode,
                "store_gb": round(data.n_windows * WINDOW_BYTES / 1e9, 4)}
-        if mode == "stream" and not has_module("eegstore.torch"):
-            out.append({**rec, "status": "skipped", "reason": "eegstore.torch not available",
-                        "windows_per_s": None, "peak_rss_mb": None, "first_batch_s": None})
-            continue
         spec = {"mode": mode, "batch_size": cfg.batch_size, "workers": cfg.workers,
                 "steps": 20 if cfg.quick else 300, "warmup": 5 if cfg.quick else 20,
                 "device": "cuda", "n_chans": 129, "n_times": 200, "zarr": data.zarr,

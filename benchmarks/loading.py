@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import tempfile
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from benchmarks.datasets import (
 )
 from benchmarks.procmon import evict_from_page_cache, python_argv, read_files, run_child
 
-__all__ = ["LoadingConfig", "has_module", "measure_loader", "run_loading_suite"]
+__all__ = ["LoadingConfig", "measure_loader", "run_loading_suite"]
 
 GB = 1e9
 
@@ -40,14 +39,6 @@ class LoadingConfig:
     cold_all_sizes: bool = True
     in_process_too: bool = False
     child_timeout_s: float = 300.0
-
-
-def has_module(name: str) -> bool:
-    """Whether ``name`` can be imported (without importing it)."""
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def measure_loader(spec: dict[str, Any], *, files: list[str], cache: str,
@@ -115,7 +106,6 @@ def _skip(rec: dict[str, Any], reason: str) -> dict[str, Any]:
 def run_loading_suite(cfg: LoadingConfig, data_root: Path, *, seed: int = 0) -> list[dict]:
     """Prepare the data of every size and measure every strategy; return the records."""
     records: list[dict] = []
-    have_stream = has_module("eegstore.torch")
     sizes = [cfg.sizes_gb[0] * f for f in (1, 2, 4)] if len(cfg.sizes_gb) == 1 else cfg.sizes_gb
     datas: list[tuple[int, LoadingData]] = []
     for i, size in enumerate(tqdm(sizes, desc="bench: writing data", leave=False)):
@@ -164,9 +154,6 @@ def run_loading_suite(cfg: LoadingConfig, data_root: Path, *, seed: int = 0) -> 
             files = [data.zarr]
             spec["zarr"] = data.zarr
         elif strategy == "eegstore":
-            if not have_stream:
-                records.append(_skip(rec, "eegstore.torch.WindowStream is not available yet"))
-                continue
             files = [data.zarr]
             spec["zarr"] = data.zarr
         elif strategy == "full_load":
