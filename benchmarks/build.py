@@ -104,7 +104,7 @@ def _build(src: Path, store: Path, workers: int, recipe: str,
                            "cache": "warm", "workers": workers, "first_batch_s": None,
                            "elapsed_s": res.wall_s, "peak_rss_mb": res.peak_rss_mb,
                            "peak_pss_mb": res.peak_pss_mb, "processes": res.max_procs,
-                           "cpu_s": res.cpu_s,
+                           "peak_hwm_sum_mb": res.peak_hwm_sum_mb, "cpu_s": res.cpu_s,
                            "cpu_per_wall": res.cpu_s / res.wall_s if res.wall_s > 0 else None}
     if res.returncode != 0 or not store.exists():
         rec.update(status="failed", reason=f"exit {res.returncode}: {_last_line(res.stderr_tail)}",

@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from eegstore.errors import BuildError, ConfigError, RecordingError, StoreError
+from eegstore.placement import TARGET_CHUNK_BYTES, ChunkJob, Placer
 from eegstore.preprocessing import (
     BandPass,
     PickChannels,
@@ -72,6 +73,7 @@ from eegstore.store import get_fs, normalize_url, zarr_kwargs
 __all__ = [
     "COMPRESSORS",
     "DEFAULT_COMPRESSOR",
+    "TARGET_CHUNK_BYTES",
     "BuildReport",
     "build_store",
     "configure_parser",
@@ -79,13 +81,18 @@ __all__ = [
 ]
 
 STAGING = "_staging"
+#: Bytes of windows cast and written at a time when a recording is staged.
+STAGE_BATCH_BYTES = 8 * 2**20
+#: Folder in staging with one record per written chunk (for resuming).
+CHUNK_RECORDS = "chunks"
+#: Chunks written by one phase-B task (at most): fewer, longer tasks cost the Dask
+#: scheduler less (measured: ~9 ms of client/scheduler CPU per task on 2 cores).
+CHUNKS_PER_TASK = 4
 # The staging folder is deliberately not a zarr node; zarr warns whenever it lists the root.
 warnings.filterwarnings("ignore", message=f"Object at {STAGING} is not recognized",
                         category=UserWarning)
 #: Chunk length of per-window / per-recording / per-chunk coordinate arrays.
 COORD_CHUNK = 65536
-#: Target uncompressed bytes of one eeg chunk when chunk_windows is not given.
-TARGET_CHUNK_BYTES = 8 * 2**20
 #: Compressor names accepted by ``build_store``.
 COMPRESSORS = ("zstd", "blosc-zstd", "blosc-lz4", "gzip", "none")
 #: Default compressor, chosen by the codec sweep of ``python -m benchmarks run``
@@ -224,30 +231,56 @@ def _read_json(fs: Any, path: str) -> dict[str, Any] | None:
         return None  # torn or unreadable: treat as not written
 
 
-def _save_npy(fs: Any, path: str, arr: np.ndarray) -> None:
+def _save_windows(fs: Any, path: str, data: np.ndarray, starts: np.ndarray, w: int,
+                  dtype: np.dtype[Any]) -> None:
+    """Write ``data[:, s:s + w]`` for each start as one ``(n, channel, w)`` .npy file.
+
+    Windows are cast and written a batch at a time through one reused buffer, so
+    staging a recording allocates no array the size of its windows.
+    """
+    n, c = len(starts), data.shape[0]
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+              "shape": (n, c, w)}
+    batch = max(1, STAGE_BATCH_BYTES // (c * w * dtype.itemsize))
+    buf = np.empty((min(batch, n), c, w), dtype=dtype)
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     with fs.open(path, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(arr), allow_pickle=False)
+        np.lib.format.write_array_header_2_0(fh, header)
+        for b0 in range(0, n, batch):
+            part = starts[b0:b0 + batch]
+            out = buf[:len(part)]
+            for i, s in enumerate(part):
+                out[i] = data[:, s:s + w]
+            fh.write(out.data)
 
 
-def _read_npy_rows(fs: Any, path: str, start: int, stop: int) -> np.ndarray:
-    """Rows ``start:stop`` (first axis) of a C-ordered .npy file, reading only those bytes."""
+def _read_npy_rows_into(fs: Any, path: str, start: int, out: np.ndarray) -> None:
+    """Fill ``out`` with rows ``start:start + len(out)`` of a C-ordered .npy file.
+
+    Only those bytes are read, straight into ``out`` (no intermediate copy).
+    """
     with fs.open(path, "rb") as fh:
         version = np.lib.format.read_magic(fh)
         if version == (1, 0):
             shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
         else:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-        if fortran:
-            raise StoreError(f"expected a C-ordered staging array {path}, got Fortran order")
-        offset = fh.tell()
+        if fortran or tuple(shape[1:]) != tuple(out.shape[1:]) or dtype != out.dtype:
+            raise StoreError(f"expected a C-ordered {out.dtype} staging array of rows "
+                             f"{tuple(out.shape[1:])} in {path}, got {dtype} {tuple(shape)}; "
+                             "delete its done.json and re-run the build")
         row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
-        fh.seek(offset + start * row)
-        buf = fh.read((stop - start) * row)
-    if len(buf) != (stop - start) * row:
-        raise StoreError(f"expected {stop - start} rows in staging array {path}, got a short "
+        fh.seek(fh.tell() + start * row)
+        view = out.data.cast("B")
+        got = 0
+        while got < len(view):
+            n = fh.readinto(view[got:])
+            if not n:
+                break
+            got += n
+    if got != len(view):
+        raise StoreError(f"expected {len(out)} rows in staging array {path}, got a short "
                          "file; delete its done.json and re-run the build")
-    return np.frombuffer(buf, dtype=dtype).reshape((stop - start, *shape[1:]))
 
 
 def _versions() -> dict[str, str]:
@@ -275,7 +308,7 @@ def _jsonable(v: Any) -> Any:
 
 # ------------------------------------------------------------------- phase A
 
-def _stage_recording(rec: Any, config: dict[str, Any], store: str,
+def _stage_recording(rec: Any, *, config: dict[str, Any], store: str,
                      storage_options: dict[str, Any] | None) -> dict[str, Any]:
     """Phase A task: window one recording into staging and return its ``done.json``."""
     from eegstore import sources
@@ -303,11 +336,20 @@ def _stage_recording(rec: Any, config: dict[str, Any], store: str,
             raw = apply_steps(raw, steps)
         sfreq = float(raw.info["sfreq"])
         ch_names = [str(c) for c in raw.ch_names]
-        data = raw.get_data()
-        if not np.all(np.isfinite(data)):
+        # the loaded array itself (get_data() would copy the whole recording)
+        data = raw._data if isinstance(getattr(raw, "_data", None), np.ndarray) \
+            else raw.get_data()
+        if data.size == 0:
+            raise RecordingError(f"no samples: expected a signal, got shape {data.shape}")
+        # min/max: two passes without temporaries; NaN and +-Inf both show up in them
+        lo, hi = float(np.min(data)), float(np.max(data))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
             bad = int((~np.isfinite(data)).any(axis=0).sum())
             raise RecordingError(f"NaN/Inf samples: expected finite signals, got {bad} "
                                  "non-finite time points")
+        if max(-lo, hi) > float(np.finfo(config["dtype"]).max):
+            raise RecordingError(f"overflow: signals do not fit {config['dtype']}; "
+                                 "use --dtype float32")
         events = None
         if recipe.needs_events():
             try:
@@ -323,14 +365,9 @@ def _stage_recording(rec: Any, config: dict[str, Any], store: str,
             raise RecordingError(f"no windows: expected at least one, got none "
                                  f"({win.n_dropped} past the recording's end)")
         w = win.window_samples
-        arr = np.empty((len(win), data.shape[0], w), dtype=config["dtype"])
-        for i, s in enumerate(win.starts):
-            arr[i] = data[:, s:s + w]
-        if not np.all(np.isfinite(arr)):
-            raise RecordingError(f"overflow: signals do not fit {config['dtype']}; "
-                                 "use --dtype float32")
+        _save_windows(fs, f"{sdir}/windows.npy", data, np.asarray(win.starts), w,
+                      np.dtype(config["dtype"]))
         del data, raw
-        _save_npy(fs, f"{sdir}/windows.npy", arr)
         meta.update(status="ok", n_windows=len(win), n_dropped=int(win.n_dropped), sfreq=sfreq,
                     channels=ch_names,
                     window_samples=int(w), dtype=config["dtype"],
@@ -344,26 +381,36 @@ def _stage_recording(rec: Any, config: dict[str, Any], store: str,
 
 # ------------------------------------------------------------------- phase B
 
-def _write_chunk(store: str, storage_options: dict[str, Any] | None, chunk: int,
-                 chunk_windows: int, segments: list[tuple[str, int, int, int]],
-                 n_in_chunk: int, shape_tail: tuple[int, int], dtype: str) -> tuple[int, int]:
-    """Phase B task: assemble and write output chunk ``chunk``; return (chunk, crc32)."""
+def _write_chunks(jobs: list[ChunkJob], signatures: list[str], *, store: str,
+                  storage_options: dict[str, Any] | None, chunk_windows: int,
+                  shape_tail: tuple[int, int], dtype: str) -> list[tuple[int, int]]:
+    """Phase B task: assemble and write output chunks, one at a time; return their CRC32s.
+
+    After each chunk, a record ``_staging/chunks/<chunk>.json`` (its CRC and the
+    signature of its contents) lets a resumed build skip it.
+    """
     import zarr
 
     fs, root = get_fs(store, storage_options)
     arr = zarr.open_array(**zarr_kwargs(store, storage_options), path="eeg", mode="r+")
-    block = np.empty((n_in_chunk, *shape_tail), dtype=dtype)
-    for source, src_start, src_stop, dst in segments:
-        if source == "":
-            rows = np.asarray(arr[chunk * chunk_windows + dst:
-                                  chunk * chunk_windows + dst + src_stop - src_start])
-        else:
-            rows = _read_npy_rows(fs, f"{root}/{STAGING}/{source}/windows.npy",
-                                  src_start, src_stop)
-        block[dst:dst + src_stop - src_start] = rows
-    start = chunk * chunk_windows
-    arr[start:start + n_in_chunk] = block
-    return chunk, zlib.crc32(np.ascontiguousarray(block).tobytes()) & 0xFFFFFFFF
+    out = []
+    for job, signature in zip(jobs, signatures, strict=True):
+        block = np.empty((job.n_windows, *shape_tail), dtype=dtype)
+        start = job.chunk * chunk_windows
+        for source, src_start, src_stop, dst in job.segments:
+            rows = block[dst:dst + src_stop - src_start]
+            if source == "":  # the committed windows of a trailing partial chunk
+                rows[...] = arr[start + dst:start + dst + len(rows)]
+            else:
+                _read_npy_rows_into(fs, f"{root}/{STAGING}/{source}/windows.npy", src_start,
+                                    rows)
+        arr[start:start + job.n_windows] = block
+        crc = zlib.crc32(block.data) & 0xFFFFFFFF  # C-contiguous: no copy
+        _atomic_write(fs, f"{root}/{STAGING}/{CHUNK_RECORDS}/{job.chunk}.json",
+                      json.dumps({"chunk": job.chunk, "crc32": crc,
+                                  "signature": signature}).encode())
+        out.append((job.chunk, crc))
+    return out
 
 
 # ---------------------------------------------------------------- the build
@@ -380,11 +427,6 @@ def _array(group: Any, name: str) -> Any:
     if not isinstance(arr, zarr.Array):
         raise StoreError(f"expected {name!r} to be an array, got a group")
     return arr
-
-
-def _chunk_windows_for(n_channels: int, n_times: int, dtype: str) -> int:
-    per = n_channels * n_times * np.dtype(dtype).itemsize
-    return max(1, int(TARGET_CHUNK_BYTES // per))
 
 
 def _committed(store: str, storage_options: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -433,6 +475,19 @@ def _check_compatible(committed: dict[str, Any], config: dict[str, Any],
                           f"got {chunk_windows}; omit --chunk-windows or use a new store")
 
 
+#: Dask settings of the build's own LocalCluster.  Each build task runs for a fraction of
+#: a second to seconds, so the statistical profiler (100 stack samples a second in every
+#: worker), the 20 ms event-loop tick and the fast memory/system monitors cost CPU that
+#: the workers need: measured on 2 cores, an idle 2-worker cluster used 0.16 cores with
+#: the defaults and 0.02 with these.
+LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "200ms",
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.worker.memory.monitor-interval": "500ms",
+}
+
+
 def _get_client(workers: int, scheduler: Any, store: str) -> tuple[Any, Any]:
     from distributed import Client, LocalCluster
 
@@ -440,9 +495,12 @@ def _get_client(workers: int, scheduler: Any, store: str) -> tuple[Any, Any]:
         if isinstance(scheduler, Client):
             return scheduler, None
         return Client(scheduler), None
+    import dask
+
     processes = not store.startswith("memory://")  # memory:// lives in one process
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
-                           dashboard_address=":0", silence_logs=40)
+    with dask.config.set(LOCAL_CLUSTER_CONFIG):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
+                               dashboard_address=":0", silence_logs=40)
     return Client(cluster), cluster
 
 
@@ -565,26 +623,20 @@ def build_store(
     dup_reasons = {k: v for k, v in dup_reasons.items() if k not in done_ids}
     report = BuildReport(store=url)
     client = cluster = None
-    metas: dict[str, dict[str, Any]] = {}
     try:
         if todo:
             client, cluster = _get_client(int(workers), scheduler, url)
             report.dashboard = client.dashboard_link
             if progress and report.dashboard:
                 print(f"dask dashboard: {report.dashboard}", file=sys.stderr)
-            metas = _run_phase_a(client, todo, config, url, so, progress)
-        plan = _plan(committed, todo, metas, dup_reasons, rcp, chunk_windows, dtype)
+        metas, placer, crcs = _run_pipeline(client, todo, dup_reasons, committed, config, url,
+                                            so, chunk_windows, progress)
+        plan = _plan_of(placer, committed)
         if plan["n_ok_total"] == 0:
             fs.rm(f"{root}/{STAGING}", recursive=True)
             reasons = sorted({m.get("reason", "") for m in metas.values()})[:5]
             raise BuildError(f"expected at least one usable recording, got none of "
                              f"{len(recs)}; reasons: {'; '.join(reasons)}")
-        if plan["new_windows"]:
-            if client is None:
-                client, cluster = _get_client(int(workers), scheduler, url)
-            crcs = _run_phase_b(client, plan, url, so, dtype, compressor, committed, progress)
-        else:
-            crcs = {}
         if committed is None or plan["new_rows"]:
             _phase_c(plan, committed, metas, crcs, url, so, config, rcp, source)
         fs.rm(f"{root}/{STAGING}", recursive=True)
@@ -621,155 +673,215 @@ def _discover(source: Any, tasks: Sequence[str] | None, subjects: Any) -> list[A
     return list(discover_recordings(source, tasks=tasks, subjects=subjects))
 
 
-def _run_phase_a(client: Any, todo: list[Any], config: dict[str, Any], url: str,
-                 so: dict[str, Any] | None, progress: bool) -> dict[str, dict[str, Any]]:
+def _compact(meta: dict[str, Any]) -> dict[str, Any]:
+    """Return a staged recording's metadata with its per-window coordinates as numpy arrays."""
+    coords = meta.get("coords")
+    if coords:
+        meta = {**meta, "coords": {k: np.asarray(v) for k, v in coords.items()}}
+    return meta
+
+
+def _ls(fs: Any, path: str) -> list[str]:
+    """Entries of ``path`` (none when it does not exist, as for empty object-store prefixes)."""
+    try:
+        return [str(p) for p in fs.ls(path, detail=False)]
+    except FileNotFoundError:
+        return []
+
+
+def _resume_records(fs: Any, root: str, ids: Sequence[str], n_old: int
+                    ) -> dict[int, dict[str, Any]]:
+    """Chunk records of an interrupted build of the same recordings (else none).
+
+    The staging folder remembers which recordings the build had (``todo.json``).
+    When a re-run has another set, chunk records no longer describe the chunks
+    it will write, and recordings whose staged windows were already consumed
+    (deleted after their chunks were written) must be staged again.
+    """
+    sdir = f"{root}/{STAGING}"
+    rdir = f"{sdir}/{CHUNK_RECORDS}"
+    signature = hashlib.sha1(json.dumps([int(n_old), sorted(ids)]).encode()).hexdigest()
+    prev = _read_json(fs, f"{sdir}/todo.json")
+    if prev is not None and prev.get("signature") != signature:
+        if fs.exists(rdir):
+            fs.rm(rdir, recursive=True)
+        for d in _ls(fs, sdir):
+            d = str(d).rstrip("/")
+            done = _read_json(fs, f"{d}/done.json") if fs.isdir(d) else None
+            if done is not None and done.get("status") == "ok" \
+                    and not fs.exists(f"{d}/windows.npy"):
+                fs.rm(f"{d}/done.json")
+    if prev is None or prev.get("signature") != signature:
+        _atomic_write(fs, f"{sdir}/todo.json", json.dumps({"signature": signature}).encode())
+    fs.makedirs(rdir, exist_ok=True)
+    records: dict[int, dict[str, Any]] = {}
+    for path in _ls(fs, rdir):
+        rec = _read_json(fs, str(path)) if str(path).endswith(".json") else None
+        if rec is not None and "chunk" in rec and "crc32" in rec:
+            records[int(rec["chunk"])] = rec
+    return records
+
+
+def _open_eeg(url: str, so: dict[str, Any] | None, placer: Placer, committed: Any,
+              config: dict[str, Any]) -> tuple[Any, bool]:
+    """Open (or create) the ``eeg`` array to write into; also say if it is new."""
+    import zarr
+
+    k = int(placer.k or 1)
+    c_, t_ = placer.shape_tail
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if committed is not None:
+            return zarr.open_array(**zarr_kwargs(url, so), path="eeg", mode="r+"), False
+        root = zarr.open_group(**zarr_kwargs(url, so), mode="a", zarr_format=3,
+                               use_consolidated=False)
+        arr: Any = _array(root, "eeg") if "eeg" in root else None
+        if arr is not None and arr.chunks[0] == k and tuple(arr.shape[1:]) == (c_, t_) \
+                and str(arr.dtype) == config["dtype"]:
+            return arr, False  # an interrupted build's array: its chunks are reused
+        arr = root.create_array("eeg", shape=(0, c_, t_), chunks=(k, c_, t_),
+                                dtype=config["dtype"],
+                                compressors=compressor_codecs(config["compressor"]),
+                                fill_value=0.0, dimension_names=["window", "channel", "time"],
+                                overwrite=True)
+        return arr, True
+
+
+def _run_pipeline(client: Any, todo: list[Any], dup_reasons: dict[str, str],
+                  committed: dict[str, Any] | None, config: dict[str, Any], url: str,
+                  so: dict[str, Any] | None, chunk_windows: int | None, progress: bool
+                  ) -> tuple[dict[str, dict[str, Any]], Placer, dict[int, int]]:
+    """Phases A and B, pipelined: stage recordings, write each chunk once it is placed.
+
+    Recordings are submitted in sorted-id order; as soon as the recordings sorted
+    before a chunk's last window are staged, the chunk is fixed (:class:`Placer`)
+    and written at a higher priority than the remaining staging tasks.  A staged
+    recording's windows are deleted once all its chunks are written, so staging
+    holds few recordings at a time and rarely reaches the disk.
+    """
     from distributed import as_completed
     from tqdm.auto import tqdm
 
-    metas: dict[str, dict[str, Any]] = {}
-    futures = [client.submit(_stage_recording, rec, config, url, so, pure=False,
-                             key=f"stage-{_safe_name(rec.id)}-{time.time_ns()}")
-               for rec in todo]
-    bar = tqdm(total=len(futures), desc="recordings", unit="rec", disable=not progress)
-    try:
-        for fut in as_completed(futures):
-            meta = fut.result()
-            metas[meta["id"]] = meta
-            fut.release()
-            bar.update(1)
-            _maybe_kill(f"stage:{len(metas)}")
-    finally:
-        bar.close()
-    return metas
-
-
-def _plan(committed: dict[str, Any] | None, todo: list[Any], metas: dict[str, dict[str, Any]],
-          dup_reasons: dict[str, str], rcp: Recipe, chunk_windows: int | None,
-          dtype: str) -> dict[str, Any]:
-    """Deterministic placement of the new recordings' windows."""
-    n_old = committed["n_windows"] if committed else 0
-    ref: dict[str, Any] | None = None
+    fs, root = get_fs(url, so)
+    n_old = int(committed["n_windows"]) if committed else 0
+    ref = None
     if committed:
         ref = {"channels": committed["channels"], "window_samples": committed["shape_tail"][1],
                "sfreq": float(committed["attrs"]["sfreq"])}
-    new_ids = sorted(set(metas) | set(dup_reasons))
-    rows: list[tuple[str, str, str]] = []
-    placed: list[tuple[str, int, int]] = []  # (id, first_window, n_windows)
-    pos = n_old
-    for rid in new_ids:
-        if rid in dup_reasons:
-            rows.append((rid, "skipped", dup_reasons[rid]))
-            continue
-        m = metas[rid]
-        if m["status"] != "ok":
-            rows.append((rid, "skipped", m["reason"]))
-            continue
-        if ref is None:
-            ref = {"channels": m["channels"], "window_samples": m["window_samples"],
-                   "sfreq": m["sfreq"]}
-        reason = ""
-        if abs(m["sfreq"] - ref["sfreq"]) > 1e-6:
-            reason = (f"wrong sfreq: expected {ref['sfreq']:g} Hz like the store, got "
-                      f"{m['sfreq']:g} Hz; add a resample step")
-        elif m["channels"] != ref["channels"]:
-            reason = (f"wrong channels: expected the store's {len(ref['channels'])} channels "
-                      f"in order, got {len(m['channels'])}")
-        elif m["window_samples"] != ref["window_samples"]:
-            reason = (f"wrong window length: expected {ref['window_samples']}, got "
-                      f"{m['window_samples']}")
-        if reason:
-            rows.append((rid, "skipped", reason))
-            continue
-        rows.append((rid, "ok", ""))
-        placed.append((rid, pos, int(m["n_windows"])))
-        pos += int(m["n_windows"])
-    n_old_ok = int(committed["n_ok"]) if committed else 0
-    shape_tail = ((len(ref["channels"]), int(ref["window_samples"])) if ref else (0, 0))
-    if committed:
-        k = committed["chunk_windows"]
-    else:
-        k = chunk_windows or (_chunk_windows_for(*shape_tail, dtype) if ref else 1)
-    return {
-        "n_old": n_old, "n_total": pos, "new_windows": pos - n_old, "placed": placed,
-        "new_rows": rows, "ref": ref, "shape_tail": shape_tail, "chunk_windows": int(k),
-        "n_ok_total": n_old_ok + len(placed),
-        "n_recordings_total": (len(committed["ids"]) if committed else 0) + len(rows),
-        "n_windows_total": pos,
-        "time_offset_s": rcp.time_offset_s(),
-    }
-
-
-def _chunk_segments(plan: dict[str, Any]) -> list[tuple[int, list[tuple[str, int, int, int]],
-                                                       int]]:
-    """For every output chunk touched by the new windows: (chunk, segments, n_in_chunk)."""
-    k = plan["chunk_windows"]
-    n_old, n_total = plan["n_old"], plan["n_total"]
-    out = []
-    first_chunk = n_old // k
-    last_chunk = (n_total - 1) // k
-    spans = [(_safe_name(rid), first, n) for rid, first, n in plan["placed"]]
-    j = 0
-    for c in range(first_chunk, last_chunk + 1):
-        c0, c1 = c * k, min((c + 1) * k, n_total)
-        segs: list[tuple[str, int, int, int]] = []
-        if c0 < n_old:  # trailing partial chunk of the existing store
-            segs.append(("", 0, n_old - c0, 0))
-        while j < len(spans) and spans[j][1] + spans[j][2] <= c0:
-            j += 1
-        i = j
-        while i < len(spans) and spans[i][1] < c1:
-            name, first, n = spans[i]
-            a, b = max(first, c0), min(first + n, c1)
-            segs.append((name, a - first, b - first, a - c0))
-            i += 1
-        out.append((c, segs, c1 - c0))
-    return out
-
-
-def _run_phase_b(client: Any, plan: dict[str, Any], url: str, so: dict[str, Any] | None,
-                 dtype: str, compressor: str, committed: dict[str, Any] | None,
-                 progress: bool) -> dict[int, int]:
-    import zarr
-    from distributed import as_completed
-    from tqdm.auto import tqdm
-
-    k = plan["chunk_windows"]
-    c_, t_ = plan["shape_tail"]
-    shape = (plan["n_total"], c_, t_)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if committed is None:
-            root = zarr.open_group(**zarr_kwargs(url, so), mode="a", zarr_format=3,
-                                   use_consolidated=False)
-            arr: Any = _array(root, "eeg") if "eeg" in root else None
-            if arr is not None and (arr.chunks[0] != k or tuple(arr.shape[1:]) != (c_, t_)):
-                arr = None
-            if arr is None:
-                root.create_array("eeg", shape=shape, chunks=(k, c_, t_), dtype=dtype,
-                                  compressors=compressor_codecs(compressor), fill_value=0.0,
-                                  dimension_names=["window", "channel", "time"],
-                                  overwrite=True)
-            else:
-                arr.resize(shape)
-        else:
-            arr = zarr.open_array(**zarr_kwargs(url, so), path="eeg", mode="r+")
-            arr.resize(shape)
-    jobs = _chunk_segments(plan)
-    futures = [client.submit(_write_chunk, url, so, c, k, segs, n, (c_, t_), dtype,
-                             pure=False, key=f"chunk-{c}-{time.time_ns()}")
-               for c, segs, n in jobs]
+        chunk_windows = int(committed["chunk_windows"])
+    ids = [r.id for r in todo] + list(dup_reasons)
+    placer = Placer(ids, n_old=n_old, ref=ref, chunk_windows=chunk_windows,
+                    dtype=config["dtype"], name=_safe_name)
+    records = _resume_records(fs, root, ids, n_old)
+    for rid, reason in dup_reasons.items():
+        placer.offer(rid, {"status": "skipped", "reason": reason})
+    metas: dict[str, dict[str, Any]] = {}
     crcs: dict[int, int] = {}
-    bar = tqdm(total=len(futures), desc="chunks", unit="chunk", disable=not progress)
+    remaining: dict[str, int] = {}  # staging name -> chunks of it not written yet
+    jobs: dict[str, list[ChunkJob]] = {}  # future key -> the chunks it writes
+    state: dict[str, Any] = {"arr": None, "staged": 0, "written": 0}
+    ac = as_completed(loop=client.loop) if client is not None else None
+    rec_bar = tqdm(total=len(todo), desc="recordings", unit="rec", disable=not progress)
+    chunk_bar = tqdm(total=0, desc="chunks", unit="chunk", disable=not progress)
+
+    def chunk_done(job: ChunkJob, crc: int) -> None:
+        crcs[job.chunk] = crc
+        chunk_bar.update(1)
+        for name in set(job.sources):
+            remaining[name] -= 1
+            if remaining[name] == 0:  # every window of it is in the store now
+                try:
+                    fs.rm(f"{root}/{STAGING}/{name}/windows.npy")
+                except FileNotFoundError:
+                    pass
+
+    def schedule() -> None:
+        for rid, first, n in placer.advance():
+            remaining[_safe_name(rid)] = len(placer.chunks_of(first, n))
+        ready = placer.ready_chunks()
+        if not ready:
+            return
+        k = int(placer.k or 1)
+        if state["arr"] is None:
+            state["arr"], fresh = _open_eeg(url, so, placer, committed, config)
+            if fresh:
+                records.clear()
+        arr = state["arr"]
+        end = ready[-1].chunk * k + ready[-1].n_windows
+        if arr.shape[0] < end:
+            arr.resize((end, *placer.shape_tail))
+        context = [n_old, k, list(placer.shape_tail), config["dtype"], config["compressor"]]
+        chunk_bar.total = (chunk_bar.total or 0) + len(ready)
+        chunk_bar.refresh()
+        todo_jobs: list[ChunkJob] = []
+        signatures: list[str] = []
+        for job in ready:
+            signature = job.signature(context)
+            rec = records.get(job.chunk)
+            if rec is not None and rec.get("signature") == signature:
+                chunk_done(job, int(rec["crc32"]))  # written before the interruption
+            else:
+                todo_jobs.append(job)
+                signatures.append(signature)
+        if todo_jobs:  # one graph update for the batch, ahead of the staging tasks
+            g = CHUNKS_PER_TASK
+            groups = [todo_jobs[i:i + g] for i in range(0, len(todo_jobs), g)]
+            futs = client.map(_write_chunks, groups,
+                              [signatures[i:i + g] for i in range(0, len(todo_jobs), g)],
+                              store=url, storage_options=so, chunk_windows=k,
+                              shape_tail=placer.shape_tail, dtype=config["dtype"], pure=False,
+                              priority=10, key=[f"chunks-{grp[0].chunk}-{time.time_ns()}"
+                                                for grp in groups])
+            for fut, grp in zip(futs, groups, strict=True):
+                jobs[fut.key] = grp
+            if ac is not None:
+                ac.update(futs)
+
     try:
-        for fut in as_completed(futures):
-            c, crc = fut.result()
-            crcs[c] = crc
+        if ac is None:  # nothing to stage (only duplicates of committed recordings)
+            schedule()
+            return metas, placer, crcs
+        # sorted by id, so placement advances as they finish; one graph update
+        ac.update(client.map(_stage_recording, todo, config=config, store=url,
+                             storage_options=so, pure=False,
+                             key=[f"stage-{_safe_name(r.id)}-{time.time_ns()}" for r in todo]))
+        schedule()
+        for fut in ac:
+            result = fut.result()
             fut.release()
-            bar.update(1)
-            _maybe_kill(f"chunk:{len(crcs)}")
+            group = jobs.pop(fut.key, None)
+            if group is not None:
+                for job, (_c, crc) in zip(group, result, strict=True):
+                    chunk_done(job, int(crc))
+                    state["written"] += 1
+                    _maybe_kill(f"chunk:{state['written']}")
+                continue
+            meta = _compact(result)
+            metas[meta["id"]] = meta
+            placer.offer(meta["id"], meta)
+            state["staged"] += 1
+            rec_bar.update(1)
+            _maybe_kill(f"stage:{state['staged']}")
+            schedule()
+        if state["arr"] is not None and state["arr"].shape[0] != placer.n_total:
+            state["arr"].resize((placer.n_total, *placer.shape_tail))
     finally:
-        bar.close()
-    return crcs
+        rec_bar.close()
+        chunk_bar.close()
+    return metas, placer, crcs
+
+
+def _plan_of(placer: Placer, committed: dict[str, Any] | None) -> dict[str, Any]:
+    """Describe the finished placement as phase C and the report need it."""
+    n_old = placer.n_old
+    return {
+        "n_old": n_old, "n_total": placer.n_total, "new_windows": placer.n_total - n_old,
+        "placed": list(placer.placed), "new_rows": list(placer.rows), "ref": placer.ref,
+        "shape_tail": placer.shape_tail, "chunk_windows": int(placer.k or 1),
+        "n_ok_total": (int(committed["n_ok"]) if committed else 0) + len(placer.placed),
+        "n_recordings_total": (len(committed["ids"]) if committed else 0) + len(placer.rows),
+        "n_windows_total": placer.n_total,
+    }
 
 
 def _write_1d(root: Any, name: str, dim: str, values: np.ndarray, start: int,

@@ -68,3 +68,14 @@ def test_console_entry_point_help_and_unknown_command() -> None:
                          text=True, timeout=120)
     assert bad.returncode == EXIT_USAGE
     assert bad.stderr.count("\n") == 1 and "invalid choice" in bad.stderr
+
+
+def test_a_subcommand_imports_only_its_own_module() -> None:
+    """``eegstore build`` does not pay for importing the synth module (and vice versa)."""
+    code = ("import sys; from eegstore.cli import _build_parser; "
+            "_build_parser(['build', '--help']); "
+            "print('eegstore.synth' in sys.modules, 'eegstore.build' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True"]

@@ -79,7 +79,7 @@ def reference(rel_source, rel_cluster, tmp_path_factory) -> Path:
 #: (first kill point, optional second kill point of the first re-run)
 KILLS = [
     ("stage:1", "chunk:2"),  # phase A after 1 of 3 recordings; then killed again in phase B
-    ("stage:3", None),       # every recording staged, no chunk written
+    ("stage:3", None),       # every recording staged (chunks may already be written)
     ("chunk:1", None),       # phase B: first chunk written, others in flight
     ("chunk:3", None),       # phase B: 3 of 4 chunks written
     ("coords", None),        # phase C: coordinates, table and CRCs written, metadata not
@@ -142,6 +142,32 @@ def test_killed_append_keeps_the_old_store_and_resumes(rel_source, rel_cluster, 
         parts = p.relative_to(store / "eeg").parts
         if parts[0] == "c" and parts[1] in full_chunks:
             assert p.stat().st_mtime_ns == mtime, p
+
+
+def test_killed_build_resumed_with_more_recordings(rel_source, rel_cluster, tmp_path):
+    """Kill a build of the second subject after its first chunk (the staged windows of
+    recordings whose chunks are written are already deleted), then re-run it with both
+    subjects: the first subject sorts first and shifts every window, so the chunk records
+    no longer match, consumed recordings are staged again, and the store equals a
+    2-subject build from scratch."""
+    store = tmp_path / "grow.zarr"
+    first, second = sorted(p.name.removeprefix("sub-") for p in Path(rel_source).glob("sub-*"))
+    cmd = _cmd(rel_source, store, rel_cluster.scheduler.address)
+    cmd[cmd.index("--subjects") + 1] = second
+    killed = _run(cmd, "chunk:1", cwd=tmp_path)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    staged = [p.parent.name for p in (store / "_staging").glob("*/done.json")]
+    consumed = [n for n in staged if not (store / "_staging" / n / "windows.npy").exists()]
+    assert consumed, "expected a recording whose windows were all written and deleted"
+    assert list((store / "_staging" / "chunks").glob("*.json"))
+    cmd[cmd.index("--subjects") + 1:cmd.index("--subjects") + 2] = [first, second]
+    done = _run(cmd, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    full = tmp_path / "full2.zarr"
+    build_store(rel_source, full, "challenge1", subjects=2, scheduler=rel_cluster,
+                chunk_windows=CHUNK, progress=False)
+    assert_stores_equal(full, store)
+    assert verify_store(store).ok
 
 
 # ------------------------------------------------------------------- verify finds damage
