@@ -9,15 +9,21 @@ Phase A, one task per recording (holds one recording)
     coordinates plus status/reason to ``done.json``, written last and
     atomically (it marks the recording finished; skipped recordings get one
     too).  A re-run skips recordings with a ``done.json`` or already in the store.
-Plan, on the client
-    the committed store (as its consolidated metadata describes it) keeps its
-    recordings and windows; the new recordings follow in sorted-id order, so
-    window ranges are deterministic.  Recordings whose channels, sfreq or window
-    length differ from the store's are skipped with that reason.
-Phase B, one task per output chunk
-    assembles the chunk's windows from staging (and, for a trailing partial
-    chunk of an existing store, its old windows), writes that one chunk and
-    returns its CRC32.  No two tasks write the same chunk.
+Placement, on the client (:class:`eegstore.placement.Placer`)
+    the committed store keeps its recordings and windows; the new recordings
+    follow in sorted-id order, so window ranges are deterministic whatever order
+    the workers finish in.  Recordings whose channels, sfreq or window length
+    differ from the store's are skipped with that reason.
+Phase B, one task per few output chunks, pipelined with phase A
+    a chunk is written as soon as every recording sorted before its last window
+    is staged (at a higher priority than the remaining phase-A tasks): the task
+    assembles the chunk from staging (and, for a trailing partial chunk of an
+    existing store, its old windows), writes it, and records its CRC32 in
+    ``_staging/chunks/<chunk>.json``.  No two tasks write the same chunk.  Once
+    all chunks of a recording are written its staged windows are deleted, so
+    staging holds a few recordings at a time.  A re-run of the same recordings
+    skips recorded chunks; a re-run with another set discards the records and
+    stages the consumed recordings again.
 Phase C, on the client
     appends per-window coordinates, the per-recording table and the CRCs, then
     commits: ONE atomic write of the root ``zarr.json`` carrying the attributes

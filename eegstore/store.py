@@ -24,8 +24,8 @@ import xarray as xr
 from eegstore.errors import StoreError
 from eegstore.schema import DATA_VAR, RECORDING_DIM, check_schema
 
-__all__ = ["configure_parser", "get_fs", "normalize_url", "open_store", "run", "store_info",
-           "str_values", "zarr_kwargs", "zarr_store"]
+__all__ = ["configure_parser", "get_fs", "local_compute", "normalize_url", "open_store", "run",
+           "store_info", "str_values", "zarr_kwargs", "zarr_store"]
 
 
 def _is_url(store: str | Path) -> bool:
@@ -92,6 +92,18 @@ def _has_consolidated(store: str, storage_options: Mapping[str, Any] | None) -> 
     return bool(meta.get("consolidated_metadata"))
 
 
+def local_compute() -> Any:
+    """Context in which dask reads run in this process (threads), never on a cluster.
+
+    Reading a store's labels or chunks through a distributed ``Client`` that happens
+    to be the default (a build's, a notebook's) would ship every read to the cluster,
+    and hang if that cluster is gone.
+    """
+    import dask
+
+    return dask.config.set(scheduler="threads")
+
+
 def _load_labels(ds: xr.Dataset) -> xr.Dataset:
     """Load every variable except ``eeg`` into memory, text as plain Python ``str`` objects.
 
@@ -104,7 +116,8 @@ def _load_labels(ds: xr.Dataset) -> xr.Dataset:
         if name == DATA_VAR:
             continue
         try:
-            values = np.asarray(var.values)
+            with local_compute():
+                values = np.asarray(var.values)
         except Exception as exc:  # codecs and stores raise many types
             raise StoreError(f"expected a readable array {name!r} in the store, got "
                              f"{type(exc).__name__}: {exc}; the store is damaged: run "

@@ -234,10 +234,11 @@ def assert_stores_equal(a: str | Path | xr.Dataset, b: str | Path | xr.Dataset, 
     ignore_attrs : collection of str, optional
         Attrs that may differ (timestamps, versions); ``None`` skips the attrs.
     """
-    from eegstore.store import open_store, str_values
+    from eegstore.store import local_compute, open_store, str_values
 
-    da_ = (a if isinstance(a, xr.Dataset) else open_store(a)).load()
-    db = (b if isinstance(b, xr.Dataset) else open_store(b)).load()
+    with local_compute():
+        da_ = (a if isinstance(a, xr.Dataset) else open_store(a)).load()
+        db = (b if isinstance(b, xr.Dataset) else open_store(b)).load()
     if set(da_.variables) != set(db.variables):
         raise AssertionError(f"expected the same variables, got {sorted(map(str, da_.variables))}"
                              f" and {sorted(map(str, db.variables))}")

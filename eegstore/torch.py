@@ -51,6 +51,7 @@ from eegstore.plan import (
     ranges_to_mask,
     select_windows,
 )
+from eegstore.store import local_compute
 
 __all__ = ["WindowDataset", "WindowStream", "merge_stream_states"]
 
@@ -153,7 +154,8 @@ class _StoreReader:
             slot = np.empty((self.chunk_windows, *self.shape[1:]), dtype=self.dtype)
         try:
             if self._dataset is not None:
-                slot[: stop - start] = self._dataset["eeg"][start:stop].values
+                with local_compute():
+                    slot[: stop - start] = self._dataset["eeg"][start:stop].values
                 return slot
             from zarr.core.buffer.cpu import NDBuffer
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from eegstore.errors import StoreError
 from eegstore.schema import BASE_WINDOW_COORDS, RECORDING_DIM, RECORDING_VARS
-from eegstore.store import normalize_url, open_store, str_values, zarr_kwargs
+from eegstore.store import local_compute, normalize_url, open_store, str_values, zarr_kwargs
 
 __all__ = ["Problem", "VerifyReport", "configure_parser", "run", "verify_store"]
 
@@ -127,7 +127,8 @@ def verify_store(store: str | Path, *, storage_options: Mapping[str, Any] | None
     # every coordinate / table / checksum array must decode (eeg is checked chunk by chunk)
     for name in sorted(str(v) for v in ds.variables if v != "eeg"):
         try:
-            ds[name].load()
+            with local_compute():
+                ds[name].load()
         except Exception as exc:
             report.problems.append(Problem("unreadable", f"{name} cannot be read: "
                                            f"{type(exc).__name__}: {exc}"))

@@ -114,3 +114,25 @@ def test_verify_reports_table_inconsistency(store):
     report = verify_store(store)
     assert not report.ok
     assert {p.kind for p in report.problems} >= {"table"}
+
+
+@pytest.mark.timeout(120)
+def test_labels_and_checks_never_go_through_a_default_dask_client(tiny_store):
+    """A distributed Client that happens to be the default (a build's, a notebook's) must
+    not receive the store's reads: they would ship every read to the cluster, and hang
+    when that cluster is gone."""
+    from distributed import Client, LocalCluster
+
+    from eegstore.testing import assert_stores_equal
+    from eegstore.torch import WindowDataset
+    from eegstore.verify import verify_store
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster):
+        ds = open_store(tiny_store)
+        assert ds.sizes["window"] > 0
+        assert verify_store(tiny_store).ok
+        assert_stores_equal(tiny_store, tiny_store)
+        x, _y, _index = WindowDataset(ds)[0]
+        assert x.shape[0] == ds.sizes["channel"]
+        assert not cluster.scheduler.task_prefixes, sorted(cluster.scheduler.task_prefixes)
