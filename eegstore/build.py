@@ -91,8 +91,8 @@ STAGING = "_staging"
 STAGE_BATCH_BYTES = 8 * 2**20
 #: Folder in staging with one record per written chunk (for resuming).
 CHUNK_RECORDS = "chunks"
-#: Chunks written by one phase-B task (at most): fewer, longer tasks cost the Dask
-#: scheduler less (measured: ~9 ms of client/scheduler CPU per task on 2 cores).
+#: Chunks written by one phase-B task (at most): fewer, longer tasks cost the client and
+#: the Dask scheduler less CPU, which on a 2-core machine the workers need.
 CHUNKS_PER_TASK = 4
 # The staging folder is deliberately not a zarr node; zarr warns whenever it lists the root.
 warnings.filterwarnings("ignore", message=f"Object at {STAGING} is not recognized",
@@ -484,8 +484,7 @@ def _check_compatible(committed: dict[str, Any], config: dict[str, Any],
 #: Dask settings of the build's own LocalCluster.  Each build task runs for a fraction of
 #: a second to seconds, so the statistical profiler (100 stack samples a second in every
 #: worker), the 20 ms event-loop tick and the fast memory/system monitors cost CPU that
-#: the workers need: measured on 2 cores, an idle 2-worker cluster used 0.16 cores with
-#: the defaults and 0.02 with these.
+#: the workers need on a machine with as many cores as workers.
 LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
     "distributed.worker.profile.enabled": False,
     "distributed.admin.tick.interval": "200ms",
@@ -712,7 +711,7 @@ def _resume_records(fs: Any, root: str, ids: Sequence[str], n_old: int
         if fs.exists(rdir):
             fs.rm(rdir, recursive=True)
         for d in _ls(fs, sdir):
-            d = str(d).rstrip("/")
+            d = d.rstrip("/")
             done = _read_json(fs, f"{d}/done.json") if fs.isdir(d) else None
             if done is not None and done.get("status") == "ok" \
                     and not fs.exists(f"{d}/windows.npy"):
@@ -722,7 +721,7 @@ def _resume_records(fs: Any, root: str, ids: Sequence[str], n_old: int
     fs.makedirs(rdir, exist_ok=True)
     records: dict[int, dict[str, Any]] = {}
     for path in _ls(fs, rdir):
-        rec = _read_json(fs, str(path)) if str(path).endswith(".json") else None
+        rec = _read_json(fs, path) if path.endswith(".json") else None
         if rec is not None and "chunk" in rec and "crc32" in rec:
             records[int(rec["chunk"])] = rec
     return records
@@ -785,7 +784,8 @@ def _run_pipeline(client: Any, todo: list[Any], dup_reasons: dict[str, str],
     crcs: dict[int, int] = {}
     remaining: dict[str, int] = {}  # staging name -> chunks of it not written yet
     jobs: dict[str, list[ChunkJob]] = {}  # future key -> the chunks it writes
-    state: dict[str, Any] = {"arr": None, "staged": 0, "written": 0}
+    arr: Any = None  # the eeg array, opened when the first chunk is ready
+    written = 0  # chunks written by this run's tasks (kill points count them)
     ac = as_completed(loop=client.loop) if client is not None else None
     rec_bar = tqdm(total=len(todo), desc="recordings", unit="rec", disable=not progress)
     chunk_bar = tqdm(total=0, desc="chunks", unit="chunk", disable=not progress)
@@ -802,17 +802,17 @@ def _run_pipeline(client: Any, todo: list[Any], dup_reasons: dict[str, str],
                     pass
 
     def schedule() -> None:
+        nonlocal arr
         for rid, first, n in placer.advance():
             remaining[_safe_name(rid)] = len(placer.chunks_of(first, n))
         ready = placer.ready_chunks()
         if not ready:
             return
         k = int(placer.k or 1)
-        if state["arr"] is None:
-            state["arr"], fresh = _open_eeg(url, so, placer, committed, config)
+        if arr is None:
+            arr, fresh = _open_eeg(url, so, placer, committed, config)
             if fresh:
                 records.clear()
-        arr = state["arr"]
         end = ready[-1].chunk * k + ready[-1].n_windows
         if arr.shape[0] < end:
             arr.resize((end, *placer.shape_tail))
@@ -859,18 +859,17 @@ def _run_pipeline(client: Any, todo: list[Any], dup_reasons: dict[str, str],
             if group is not None:
                 for job, (_c, crc) in zip(group, result, strict=True):
                     chunk_done(job, int(crc))
-                    state["written"] += 1
-                    _maybe_kill(f"chunk:{state['written']}")
+                    written += 1
+                    _maybe_kill(f"chunk:{written}")
                 continue
             meta = _compact(result)
             metas[meta["id"]] = meta
             placer.offer(meta["id"], meta)
-            state["staged"] += 1
             rec_bar.update(1)
-            _maybe_kill(f"stage:{state['staged']}")
+            _maybe_kill(f"stage:{len(metas)}")
             schedule()
-        if state["arr"] is not None and state["arr"].shape[0] != placer.n_total:
-            state["arr"].resize((placer.n_total, *placer.shape_tail))
+        if arr is not None and arr.shape[0] != placer.n_total:
+            arr.resize((placer.n_total, *placer.shape_tail))
     finally:
         rec_bar.close()
         chunk_bar.close()
