@@ -96,9 +96,10 @@ class TreeSampler:
     Two peaks are kept: the largest *summed* RSS seen in one sample (processes that
     coexisted), and the sum of each process's own high-water mark (``VmHWM``; an
     upper bound that no short peak escapes, whatever the sampling interval).  The
-    sampler is cheap on purpose: it shares the machine with what it measures
-    (measured on 2 cores: listing the tree and reading PSS every 20 ms took 23 % of
-    a core; this schedule about 3 %).
+    sampler is cheap on purpose: it shares the machine with what it measures, so
+    the process tree is listed every few samples and PSS (``smaps_rollup``) read
+    rarely; listing the tree and reading PSS every 20 ms took a sizeable share of one
+    of the 2 cores a 2-worker build runs on.
 
     Parameters
     ----------
