@@ -9,6 +9,7 @@ process tree (Dask scheduler, nanny and worker processes) is sampled.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -94,6 +95,7 @@ def _build(src: Path, store: Path, workers: int, recipe: str,
     if store.exists():
         shutil.rmtree(store)
     read_files([src])  # inputs in the page cache for both builds alike
+    os.sync()  # no write-back of earlier output (synthesis, previous build) in the timing
     argv = python_argv("eegstore", "build", str(src), str(store), "--recipe", recipe,
                        "--workers", str(workers), "--no-progress")
     if subjects is not None:
@@ -289,11 +291,15 @@ def run_build_suite(cfg: Any, data_root: Path) -> tuple[list[dict[str, Any]], di
                                 "status": "skipped",
                                 "reason": "no synthetic recordings: " + synth_rec["reason"]})
         else:
-            for w in (1, 2):
-                rec = _build(bids, root / f"store-w{w}.zarr", w, "challenge2")
-                records.append(rec)
-                if rec["status"] == "ok":
-                    built = root / f"store-w{w}.zarr"
+            # alternating pairs: the machine's speed drifts over minutes, so each 2-worker
+            # build is compared with the 1-worker build just before it
+            for rep in range(cfg.build_repeats):
+                for w in (1, 2):
+                    rec = _build(bids, root / f"store-w{w}.zarr", w, "challenge2")
+                    rec["repeat"] = rep
+                    records.append(rec)
+                    if rec["status"] == "ok":
+                        built = root / f"store-w{w}.zarr"
             # half the recordings, to show that peak RSS does not grow with their number
             if cfg.synth_subjects >= 2:
                 half = _half_subjects(bids)

@@ -49,6 +49,8 @@ class RunConfig:
     keep_data: bool = False
     synth_subjects: int = 60
     build_tasks: list[str] = field(default_factory=lambda: ["RestingState", "DespicableMe"])
+    #: Alternating 1-worker / 2-worker build pairs; the speed-up is the median pair's ratio.
+    build_repeats: int = 3
     codec_windows: int = 1000
     seed: int = 0
 
@@ -61,6 +63,7 @@ class RunConfig:
             cfg = cls(out=out, quick=True, sizes_gb=list(QUICK_SIZES_GB), workers=1,
                       batch_size=8, chunk_windows=8, time_limit_s=0.6, cold_time_limit_s=3.0,
                       seed_time_limit_s=0.6, synth_subjects=1, build_tasks=["RestingState"],
+                      build_repeats=1,
                       codec_windows=64)
         else:
             cfg = cls(out=out, chunk_windows=product_chunk_windows())

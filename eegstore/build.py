@@ -509,6 +509,49 @@ def _get_client(workers: int, scheduler: Any, store: str) -> tuple[Any, Any]:
     return Client(cluster), cluster
 
 
+
+class _DaskSession:
+    """The build's Dask client, started and closed in a background thread.
+
+    Starting a LocalCluster (spawning workers) takes about a second, as does
+    closing it; both overlap with the client's own work (discovering recordings
+    and inspecting the store before, the commit after), which does not need
+    the cluster.  A client or cluster that was never needed is closed unused.
+    """
+
+    def __init__(self, workers: int, scheduler: Any, store: str) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from distributed import Client
+
+        self._owns_client = not isinstance(scheduler, Client)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eegstore-dask")
+        self._started = self._pool.submit(_get_client, workers, scheduler, store)
+        self._closing: Any = None
+
+    def client(self) -> Any:
+        """Return the client once the cluster is up (raise what starting it raised)."""
+        return self._started.result()[0]
+
+    def _close(self) -> None:
+        try:
+            client, cluster = self._started.result()
+        except Exception:  # never started: nothing to close
+            return
+        if self._owns_client:  # ours (a LocalCluster's, or one we connected to an address)
+            client.close()
+        if cluster is not None:
+            cluster.close()
+
+    def close(self, *, wait: bool = False) -> None:
+        """Close the client and cluster (once), in the background unless ``wait``."""
+        if self._closing is None:
+            self._closing = self._pool.submit(self._close)
+        if wait:
+            self._pool.shutdown(wait=True)
+            self._closing.result()
+
+
 def _dedupe(recordings: Sequence[Any]) -> tuple[list[Any], dict[str, str]]:
     seen: dict[str, Any] = {}
     dup_reasons: dict[str, str] = {}
@@ -602,6 +645,33 @@ def build_store(
     config = {"recipe": rcp.to_dict(), "preprocessing": steps_to_dicts(preprocessing),
               "dtype": dtype, "compressor": compressor}
 
+    # the Dask cluster starts in the background while the inputs are inspected
+    dask = _DaskSession(int(workers), scheduler, url)
+    try:
+        report = BuildReport(store=url)
+        plan, metas = _build(dask, report, source, url, so, config, rcp, recordings, tasks,
+                             subjects, chunk_windows, progress)
+    finally:
+        dask.close(wait=True)
+    report.n_recordings = plan["n_recordings_total"]
+    report.n_ok = plan["n_ok_total"]
+    report.n_skipped = report.n_recordings - report.n_ok
+    report.n_windows = plan["n_windows_total"]
+    report.n_new_windows = plan["new_windows"]
+    report.n_dropped = sum(int(m.get("n_dropped", 0)) for m in metas.values())
+    report.skipped = {rid: reason for rid, status, reason in plan["new_rows"]
+                      if status != "ok"}
+    report.chunk_windows = plan["chunk_windows"]
+    report.elapsed_s = time.perf_counter() - t0
+    return report
+
+
+def _build(dask: _DaskSession, report: BuildReport, source: Any, url: str,
+           so: dict[str, Any] | None, config: dict[str, Any], rcp: Recipe,
+           recordings: Sequence[Any] | None, tasks: Sequence[str] | None, subjects: Any,
+           chunk_windows: int | None, progress: bool
+           ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Run :func:`build_store` after its checks: discover, stage and write, commit."""
     if recordings is None:
         recordings = _discover(source, tasks or rcp.default_tasks, subjects)
     recs, dup_reasons = _dedupe(recordings)
@@ -626,43 +696,25 @@ def build_store(
     done_ids = set(committed["ids"]) if committed else set()
     todo = [r for r in recs if r.id not in done_ids]
     dup_reasons = {k: v for k, v in dup_reasons.items() if k not in done_ids}
-    report = BuildReport(store=url)
-    client = cluster = None
-    try:
-        if todo:
-            client, cluster = _get_client(int(workers), scheduler, url)
-            report.dashboard = client.dashboard_link
-            if progress and report.dashboard:
-                print(f"dask dashboard: {report.dashboard}", file=sys.stderr)
-        metas, placer, crcs = _run_pipeline(client, todo, dup_reasons, committed, config, url,
-                                            so, chunk_windows, progress)
-        plan = _plan_of(placer, committed)
-        if plan["n_ok_total"] == 0:
-            fs.rm(f"{root}/{STAGING}", recursive=True)
-            reasons = sorted({m.get("reason", "") for m in metas.values()})[:5]
-            raise BuildError(f"expected at least one usable recording, got none of "
-                             f"{len(recs)}; reasons: {'; '.join(reasons)}")
-        if committed is None or plan["new_rows"]:
-            _phase_c(plan, committed, metas, crcs, url, so, config, rcp, source)
+    client = None
+    if todo:
+        client = dask.client()
+        report.dashboard = client.dashboard_link
+        if progress and report.dashboard:
+            print(f"dask dashboard: {report.dashboard}", file=sys.stderr)
+    metas, placer, crcs = _run_pipeline(client, todo, dup_reasons, committed, config, url,
+                                        so, chunk_windows, progress)
+    dask.close()  # in the background, while the client commits
+    plan = _plan_of(placer, committed)
+    if plan["n_ok_total"] == 0:
         fs.rm(f"{root}/{STAGING}", recursive=True)
-    finally:
-        from distributed import Client
-
-        if client is not None and not isinstance(scheduler, Client):
-            client.close()  # ours (a LocalCluster's, or one we connected to an address)
-        if cluster is not None:
-            cluster.close()
-    report.n_recordings = plan["n_recordings_total"]
-    report.n_ok = plan["n_ok_total"]
-    report.n_skipped = report.n_recordings - report.n_ok
-    report.n_windows = plan["n_windows_total"]
-    report.n_new_windows = plan["new_windows"]
-    report.n_dropped = sum(int(m.get("n_dropped", 0)) for m in metas.values())
-    report.skipped = {rid: reason for rid, status, reason in plan["new_rows"]
-                      if status != "ok"}
-    report.chunk_windows = plan["chunk_windows"]
-    report.elapsed_s = time.perf_counter() - t0
-    return report
+        reasons = sorted({m.get("reason", "") for m in metas.values()})[:5]
+        raise BuildError(f"expected at least one usable recording, got none of "
+                         f"{len(recs)}; reasons: {'; '.join(reasons)}")
+    if committed is None or plan["new_rows"]:
+        _phase_c(plan, committed, metas, crcs, url, so, config, rcp, source)
+    fs.rm(f"{root}/{STAGING}", recursive=True)
+    return plan, metas
 
 
 def _discover(source: Any, tasks: Sequence[str] | None, subjects: Any) -> list[Any]:
@@ -786,7 +838,8 @@ def _run_pipeline(client: Any, todo: list[Any], dup_reasons: dict[str, str],
     jobs: dict[str, list[ChunkJob]] = {}  # future key -> the chunks it writes
     arr: Any = None  # the eeg array, opened when the first chunk is ready
     written = 0  # chunks written by this run's tasks (kill points count them)
-    ac = as_completed(loop=client.loop) if client is not None else None
+    ac = as_completed(loop=client.loop, with_results=True) if client is not None \
+        else None
     rec_bar = tqdm(total=len(todo), desc="recordings", unit="rec", disable=not progress)
     chunk_bar = tqdm(total=0, desc="chunks", unit="chunk", disable=not progress)
 
@@ -852,8 +905,9 @@ def _run_pipeline(client: Any, todo: list[Any], dup_reasons: dict[str, str],
                              storage_options=so, pure=False,
                              key=[f"stage-{_safe_name(r.id)}-{time.time_ns()}" for r in todo]))
         schedule()
-        for fut in ac:
-            result = fut.result()
+        for fut, result in ac:  # results gathered on the client's event loop
+            if fut.status != "finished":
+                fut.result()  # raises the task's error
             fut.release()
             group = jobs.pop(fut.key, None)
             if group is not None:

@@ -246,3 +246,23 @@ def test_build_rss_doubling_target_compares_subset_with_full_build() -> None:
     assert growth["measured"] == pytest.approx(720.0 / 700.0 - 1.0, abs=1e-3)
     assert growth["passed"] is True
     assert got["Dask build speed-up with 2 workers >= 1.6x"]["measured"] == pytest.approx(1.0)
+
+
+def test_build_speedup_target_is_the_median_of_alternating_pairs() -> None:
+    def build(workers: int, elapsed: float, repeat: int) -> dict:
+        return {"suite": "build", "strategy": "eegstore_build", "workers": workers,
+                "status": "ok", "elapsed_s": elapsed, "peak_rss_mb": 500.0,
+                "variant": "challenge2", "repeat": repeat}
+
+    # pairs 30/20 = 1.5x, 34/20 = 1.7x, 33/20 = 1.65x; unpaired builds count for nothing
+    records = [build(1, 30.0, 0), build(2, 20.0, 0), build(1, 34.0, 1), build(2, 20.0, 1),
+               build(2, 20.0, 2), build(1, 33.0, 2), build(1, 90.0, 3)]
+    target = {t["name"]: t for t in evaluate_targets(records)}[
+        "Dask build speed-up with 2 workers >= 1.6x"]
+    assert target["measured"] == pytest.approx(1.65)
+    assert target["passed"] is True
+    assert "median of 3 alternating pair(s)" in target["detail"]
+    records[3]["elapsed_s"] = 40.0  # the median pair falls to 1.5x
+    target = {t["name"]: t for t in evaluate_targets(records)}[
+        "Dask build speed-up with 2 workers >= 1.6x"]
+    assert target["measured"] == pytest.approx(1.5) and target["passed"] is False

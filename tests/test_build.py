@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pandas as pd
 import pytest
 
 from eegstore.build import build_store
-from eegstore.errors import BuildError, ConfigError
+from eegstore.errors import BuildError, ConfigError, SourceError
 from eegstore.store import open_store, str_values
 from eegstore.testing import assert_stores_equal
 from eegstore.verify import verify_store
@@ -360,6 +361,25 @@ def test_nothing_usable_fails(ccd_source, client, tmp_path):
         build_store(ccd_source, tmp_path / "none.zarr", "fixed", subjects=1, scheduler=client,
                     progress=False, preprocessing=(PickChannels(("NOPE",)),))
     assert not (tmp_path / "none.zarr" / "_staging").exists()
+    assert client.submit(sum, [1, 2]).result() == 3  # the caller's client is left open
+
+
+def test_own_cluster_is_closed_when_the_build_fails_early(tmp_path):
+    import psutil
+
+    # the build starts its LocalCluster while it looks for recordings; finding none, it
+    # must not leave the cluster's processes behind
+    (tmp_path / "empty").mkdir()
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with pytest.raises(SourceError, match="expected EEG recordings"):
+        build_store(tmp_path / "empty", tmp_path / "s.zarr", "challenge2", workers=1,
+                    progress=False)
+    left = [p.cmdline() for p in psutil.Process().children(recursive=True)
+            if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]
+    # multiprocessing's resource tracker lives as long as this process, by design
+    assert not [c for c in left if "resource_tracker" not in " ".join(c)]
+    # ... and the thread that started (and closed) the cluster has finished
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("eegstore-dask")]
 
 
 def test_cli_misuse_exits_2(tmp_path, capsys):
