@@ -29,6 +29,10 @@ Phase C, on the client
     commits: ONE atomic write of the root ``zarr.json`` carrying the attributes
     and the consolidated metadata (the new shapes); finally deletes staging.
 
+The build's own LocalCluster starts in a background thread while the client
+discovers recordings and inspects the store, and closes in the background
+while phase C commits: neither needs the cluster.
+
 Readers open with consolidated metadata, which changes only at the commit, so
 they never see half-written windows; a resumed build reads the committed state
 the same way.  Chunk and metadata writes are atomic (zarr's LocalStore writes a
@@ -103,8 +107,8 @@ COORD_CHUNK = 65536
 COMPRESSORS = ("zstd", "blosc-zstd", "blosc-lz4", "gzip", "none")
 #: Default compressor, chosen by the codec sweep of ``python -m benchmarks run``
 #: (``benchmarks/results/results.md``): on windows of synthetic BDF recordings built
-#: by ``eegstore build``, zstd level 1 compressed 2.1x with the best cold-cache read
-#: (2.1 GB/s) and 1.0 GB/s writes, against blosc-lz4's 1.3x (1.6 GB/s cold reads).
+#: by ``eegstore build``, zstd level 1 reaches the ratio of zstd level 3 (about 2x)
+#: with faster writes, and blosc-lz4 compresses far less.
 #: ``float16`` (``--dtype``) roughly doubles the saving again.
 DEFAULT_COMPRESSOR = "zstd"
 DTYPES = ("float32", "float16")
