@@ -107,7 +107,8 @@ def _build(src: Path, store: Path, workers: int, recipe: str,
                            "elapsed_s": res.wall_s, "peak_rss_mb": res.peak_rss_mb,
                            "peak_pss_mb": res.peak_pss_mb, "processes": res.max_procs,
                            "peak_hwm_sum_mb": res.peak_hwm_sum_mb, "cpu_s": res.cpu_s,
-                           "cpu_per_wall": res.cpu_s / res.wall_s if res.wall_s > 0 else None}
+                           "cpu_per_wall": res.cpu_s / res.wall_s if res.wall_s > 0 else None,
+                           "machine_cpu": res.machine_cpu}
     if res.returncode != 0 or not store.exists():
         rec.update(status="failed", reason=f"exit {res.returncode}: {_last_line(res.stderr_tail)}",
                    windows_per_s=None, bytes_on_disk=None, store_gb=None)

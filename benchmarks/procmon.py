@@ -27,6 +27,7 @@ __all__ = [
     "TreeSampler",
     "evict_from_page_cache",
     "files_under",
+    "machine_cpu_shares",
     "read_files",
     "run_child",
     "tree_memory",
@@ -189,6 +190,9 @@ class ChildResult:
     wall_s: float
     stderr_tail: str = ""
     cpu_s: float = 0.0
+    #: Share of the whole machine's CPU time (all cores) spent idle, waiting for I/O and
+    #: stolen by the hypervisor while the child ran (``psutil.cpu_times``; Linux fields).
+    machine_cpu: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -215,6 +219,7 @@ def run_child(argv: Sequence[str], *, timeout_s: float, result_path: Path | None
         Exit code, payload, peaks of summed RSS/PSS (MB), wall time.
     """
     t0 = time.perf_counter()
+    machine0 = psutil.cpu_times()
     proc = subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=env, cwd=cwd, text=True)
     sampler = TreeSampler(proc.pid)
@@ -227,6 +232,7 @@ def run_child(argv: Sequence[str], *, timeout_s: float, result_path: Path | None
             _, stderr = proc.communicate()
             stderr = (stderr or "") + f"\n[benchmarks] killed after {timeout_s:.0f} s"
     wall = time.perf_counter() - t0
+    machine = machine_cpu_shares(machine0, psutil.cpu_times())
     payload = None
     if result_path is not None and result_path.exists():
         try:
@@ -237,7 +243,30 @@ def run_child(argv: Sequence[str], *, timeout_s: float, result_path: Path | None
                        peak_rss_mb=sampler.peak_rss / MB, peak_pss_mb=sampler.peak_pss / MB,
                        max_procs=sampler.max_procs, peak_hwm_sum_mb=sampler.peak_hwm_sum / MB,
                        wall_s=wall,
-                       stderr_tail=(stderr or "")[-2000:], cpu_s=sampler.cpu_s)
+                       stderr_tail=(stderr or "")[-2000:], cpu_s=sampler.cpu_s,
+                       machine_cpu=machine)
+
+
+def machine_cpu_shares(before: Any, after: Any) -> dict[str, float]:
+    """Shares of the machine's CPU time between two ``psutil.cpu_times()`` readings.
+
+    Parameters
+    ----------
+    before, after : psutil scputimes
+        System-wide CPU times (all cores).
+
+    Returns
+    -------
+    dict
+        ``idle``, ``iowait`` and ``steal`` (time the hypervisor ran something else on
+        this VM's cores) as fractions of the total, for the fields this OS reports.
+    """
+    fields = [f for f in after._fields if f not in ("guest", "guest_nice")]  # in user
+    delta = {f: max(0.0, getattr(after, f) - getattr(before, f)) for f in fields}
+    total = sum(delta.values())
+    if total <= 0:
+        return {}
+    return {f: delta[f] / total for f in ("idle", "iowait", "steal") if f in delta}
 
 
 def _kill_tree(pid: int) -> None:

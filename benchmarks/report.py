@@ -166,6 +166,14 @@ def _fmt(v: Any, nd: int = 1) -> str:
     return str(v)
 
 
+def _machine_cpu(shares: dict[str, float] | None) -> str:
+    """``idle / iowait / steal`` in percent of the machine's CPU time ("-" if unknown)."""
+    if not shares:
+        return "-"
+    return " / ".join("-" if k not in shares else f"{100 * shares[k]:.0f}"
+                      for k in ("idle", "iowait", "steal"))
+
+
 def _fmt_measured(v: float | None) -> str:
     """A target's measured value with its three decimals (1.599 must not read as 1.6)."""
     if v is None:
@@ -239,12 +247,13 @@ def write_markdown(path: Path, result: dict[str, Any]) -> None:
         lines += _table(
             ["strategy", "workers", "repeat", "windows", "elapsed s", "windows/s", "peak RSS MB",
              "sum of process peaks MB", "peak PSS MB", "processes", "CPU s / wall s",
-             "on disk MB", "status"],
+             "machine idle / iowait / steal %", "on disk MB", "status"],
             [[r["strategy"], r["workers"], r.get("repeat"), r.get("n_windows"),
               r.get("elapsed_s"),
               r.get("windows_per_s"), r.get("peak_rss_mb"), r.get("peak_hwm_sum_mb"),
               r.get("peak_pss_mb"),
-              r.get("processes"), r.get("cpu_per_wall"), _mb(r.get("bytes_on_disk")),
+              r.get("processes"), r.get("cpu_per_wall"), _machine_cpu(r.get("machine_cpu")),
+              _mb(r.get("bytes_on_disk")),
               r["status"] + (f" ({r['reason']})" if r.get("reason") else "")] for r in build])
     codec = [r for r in recs if r["suite"] == "codec" and r["cache"] == "warm"]
     if codec:

@@ -16,7 +16,14 @@ from benchmarks.__main__ import main as bench_main
 from benchmarks.build import codec_sweep, pick_best_codec
 from benchmarks.datasets import prepare_loading_data, windows_for_gb
 from benchmarks.loaders import run_spec
-from benchmarks.procmon import TreeSampler, evict_from_page_cache, files_under, read_files
+from benchmarks.procmon import (
+    TreeSampler,
+    evict_from_page_cache,
+    files_under,
+    machine_cpu_shares,
+    read_files,
+    run_child,
+)
 from benchmarks.report import REQUIRED_FIELDS, evaluate_targets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -266,3 +273,19 @@ def test_build_speedup_target_is_the_median_of_alternating_pairs() -> None:
     target = {t["name"]: t for t in evaluate_targets(records)}[
         "Dask build speed-up with 2 workers >= 1.6x"]
     assert target["measured"] == pytest.approx(1.5) and target["passed"] is False
+
+
+def test_machine_cpu_shares_split_idle_iowait_and_steal() -> None:
+    from collections import namedtuple
+
+    Times = namedtuple("Times", "user nice system idle iowait irq softirq steal guest guest_nice")
+    before = Times(10, 0, 5, 100, 1, 0, 0, 2, 3, 0)
+    # 20 s of CPU time: 8 user (guest time is inside user), 2 system, 6 idle, 1 iowait, 3 steal
+    after = Times(18, 0, 7, 106, 2, 0, 0, 5, 7, 0)
+    shares = machine_cpu_shares(before, after)
+    assert shares == pytest.approx({"idle": 0.3, "iowait": 0.05, "steal": 0.15})
+    assert machine_cpu_shares(after, after) == {}
+    # a real child: the shares are fractions of the machine's time while it ran
+    res = run_child([sys.executable, "-c", "import time; time.sleep(0.3)"], timeout_s=30)
+    assert res.returncode == 0 and set(res.machine_cpu) >= {"idle"}
+    assert all(0.0 <= v <= 1.0 for v in res.machine_cpu.values())
