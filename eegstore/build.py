@@ -513,7 +513,6 @@ def _get_client(workers: int, scheduler: Any, store: str) -> tuple[Any, Any]:
     return Client(cluster), cluster
 
 
-
 class _DaskSession:
     """The build's Dask client, started and closed in a background thread.
 
