@@ -14,9 +14,11 @@ Placement, on the client (:class:`eegstore.placement.Placer`)
     follow in sorted-id order, so window ranges are deterministic whatever order
     the workers finish in.  Recordings whose channels, sfreq or window length
     differ from the store's are skipped with that reason.
-Phase B, one task per few output chunks, pipelined with phase A
-    a chunk is written as soon as every recording sorted before its last window
-    is staged (at a higher priority than the remaining phase-A tasks): the task
+Phase B, one task per ``CHUNKS_PER_TASK`` output chunks, pipelined with phase A
+    a chunk is ready once every recording sorted before its last window is
+    staged; a task goes out as soon as enough ready chunks fill it (at a higher
+    priority than the remaining phase-A tasks; the rest go once every
+    recording is placed); for each of its chunks it
     assembles the chunk from staging (and, for a trailing partial chunk of an
     existing store, its old windows), writes it, and records its CRC32 in
     ``_staging/chunks/<chunk>.json``.  No two tasks write the same chunk.  Once
@@ -51,6 +53,7 @@ import argparse
 import datetime as _dt
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -95,9 +98,11 @@ STAGING = "_staging"
 STAGE_BATCH_BYTES = 8 * 2**20
 #: Folder in staging with one record per written chunk (for resuming).
 CHUNK_RECORDS = "chunks"
-#: Chunks written by one phase-B task (at most): fewer, longer tasks cost the client and
-#: the Dask scheduler less CPU, which on a 2-core machine the workers need.
-CHUNKS_PER_TASK = 4
+#: Chunks written by one phase-B task.  Ready chunks wait until they fill a task (the
+#: rest go once every recording is placed): fewer, longer tasks cost the client and the
+#: Dask scheduler less CPU, which on a 2-core machine the workers need.  The price is
+#: staged windows kept on disk for up to this many chunks longer.
+CHUNKS_PER_TASK = 16
 # The staging folder is deliberately not a zarr node; zarr warns whenever it lists the root.
 warnings.filterwarnings("ignore", message=f"Object at {STAGING} is not recognized",
                         category=UserWarning)
@@ -507,9 +512,12 @@ def _get_client(workers: int, scheduler: Any, store: str) -> tuple[Any, Any]:
     import dask
 
     processes = not store.startswith("memory://")  # memory:// lives in one process
+    # Only critical logs: a worker whose heartbeat races the scheduler's shutdown logs a
+    # harmless CommClosedError traceback at ERROR level after a successful build, while
+    # a failing task reaches the client (and the build's error message) anyway.
     with dask.config.set(LOCAL_CLUSTER_CONFIG):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
-                               dashboard_address=":0", silence_logs=40)
+                               dashboard_address=":0", silence_logs=logging.CRITICAL)
     return Client(cluster), cluster
 
 
@@ -525,9 +533,10 @@ class _DaskSession:
     def __init__(self, workers: int, scheduler: Any, store: str) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        from distributed import Client
-
-        self._owns_client = not isinstance(scheduler, Client)
+        # a caller's Client is not ours to close (and without distributed imported,
+        # importing it takes the background thread, a caller cannot hold a Client)
+        dist = sys.modules.get("distributed")
+        self._owns_client = dist is None or not isinstance(scheduler, dist.Client)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eegstore-dask")
         self._started = self._pool.submit(_get_client, workers, scheduler, store)
         self._closing: Any = None
@@ -839,6 +848,7 @@ def _run_pipeline(client: Any, todo: list[Any], dup_reasons: dict[str, str],
     crcs: dict[int, int] = {}
     remaining: dict[str, int] = {}  # staging name -> chunks of it not written yet
     jobs: dict[str, list[ChunkJob]] = {}  # future key -> the chunks it writes
+    waiting: list[tuple[ChunkJob, str]] = []  # chunks to write, not submitted yet
     arr: Any = None  # the eeg array, opened when the first chunk is ready
     written = 0  # chunks written by this run's tasks (kill points count them)
     ac = as_completed(loop=client.loop, with_results=True) if client is not None \
@@ -862,42 +872,44 @@ def _run_pipeline(client: Any, todo: list[Any], dup_reasons: dict[str, str],
         for rid, first, n in placer.advance():
             remaining[_safe_name(rid)] = len(placer.chunks_of(first, n))
         ready = placer.ready_chunks()
-        if not ready:
-            return
         k = int(placer.k or 1)
-        if arr is None:
-            arr, fresh = _open_eeg(url, so, placer, committed, config)
-            if fresh:
-                records.clear()
-        end = ready[-1].chunk * k + ready[-1].n_windows
-        if arr.shape[0] < end:
-            arr.resize((end, *placer.shape_tail))
-        context = [n_old, k, list(placer.shape_tail), config["dtype"], config["compressor"]]
-        chunk_bar.total = (chunk_bar.total or 0) + len(ready)
-        chunk_bar.refresh()
-        todo_jobs: list[ChunkJob] = []
-        signatures: list[str] = []
-        for job in ready:
-            signature = job.signature(context)
-            rec = records.get(job.chunk)
-            if rec is not None and rec.get("signature") == signature:
-                chunk_done(job, int(rec["crc32"]))  # written before the interruption
-            else:
-                todo_jobs.append(job)
-                signatures.append(signature)
-        if todo_jobs:  # one graph update for the batch, ahead of the staging tasks
-            g = CHUNKS_PER_TASK
-            groups = [todo_jobs[i:i + g] for i in range(0, len(todo_jobs), g)]
-            futs = client.map(_write_chunks, groups,
-                              [signatures[i:i + g] for i in range(0, len(todo_jobs), g)],
-                              store=url, storage_options=so, chunk_windows=k,
-                              shape_tail=placer.shape_tail, dtype=config["dtype"], pure=False,
-                              priority=10, key=[f"chunks-{grp[0].chunk}-{time.time_ns()}"
-                                                for grp in groups])
-            for fut, grp in zip(futs, groups, strict=True):
-                jobs[fut.key] = grp
-            if ac is not None:
-                ac.update(futs)
+        if ready:
+            if arr is None:
+                arr, fresh = _open_eeg(url, so, placer, committed, config)
+                if fresh:
+                    records.clear()
+            end = ready[-1].chunk * k + ready[-1].n_windows
+            if arr.shape[0] < end:
+                arr.resize((end, *placer.shape_tail))
+            context = [n_old, k, list(placer.shape_tail), config["dtype"],
+                       config["compressor"]]
+            chunk_bar.total = (chunk_bar.total or 0) + len(ready)
+            chunk_bar.refresh()
+            for job in ready:
+                signature = job.signature(context)
+                rec = records.get(job.chunk)
+                if rec is not None and rec.get("signature") == signature:
+                    chunk_done(job, int(rec["crc32"]))  # written before the interruption
+                else:
+                    waiting.append((job, signature))
+        # whole groups only (the rest once every recording is placed): fewer, longer tasks
+        g = CHUNKS_PER_TASK
+        n_send = len(waiting) if placer.complete else len(waiting) - len(waiting) % g
+        if not n_send:
+            return
+        send, waiting[:n_send] = waiting[:n_send], []
+        groups = [send[i:i + g] for i in range(0, n_send, g)]
+        # one graph update for the batch, ahead of the staging tasks
+        futs = client.map(_write_chunks, [[j for j, _ in grp] for grp in groups],
+                          [[sig for _, sig in grp] for grp in groups],
+                          store=url, storage_options=so, chunk_windows=k,
+                          shape_tail=placer.shape_tail, dtype=config["dtype"], pure=False,
+                          priority=10, key=[f"chunks-{grp[0][0].chunk}-{time.time_ns()}"
+                                            for grp in groups])
+        for fut, grp in zip(futs, groups, strict=True):
+            jobs[fut.key] = [j for j, _ in grp]
+        if ac is not None:
+            ac.update(futs)
 
     try:
         if ac is None:  # nothing to stage (only duplicates of committed recordings)

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
-
-import mne
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from eegstore.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import mne
 
 __all__ = [
     "BandPass",

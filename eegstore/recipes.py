@@ -34,13 +34,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import pandas as pd
 
 from eegstore.errors import ConfigError, RecordingError
 from eegstore.schema import CHALLENGE1_COORDS, CHALLENGE2_COORDS
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 __all__ = [
     "RECIPES",
@@ -171,6 +173,7 @@ def challenge1_trials(events: pd.DataFrame) -> pd.DataFrame:
     RecordingError
         When the events table is missing columns or has non-numeric onsets.
     """
+    import pandas as pd
     from eegdash.hbn.windows import build_trial_table
 
     missing = [c for c in ("onset", "value") if c not in events.columns]

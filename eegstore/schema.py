@@ -21,11 +21,12 @@ Windows of one recording are contiguous, in the order of ``recordings``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-import xarray as xr
+from typing import TYPE_CHECKING, Any
 
 from eegstore.errors import SchemaError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import xarray as xr
 
 __all__ = [
     "BASE_WINDOW_COORDS",

@@ -23,6 +23,7 @@ duration, its subject's ``participants.tsv`` row and its ``events.tsv``).
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import math
@@ -36,12 +37,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from eegstore.errors import ConfigError, RecordingError, SourceError
 
 if TYPE_CHECKING:  # pragma: no cover
     import mne
+    import pandas as pd
 
 __all__ = [
     "EEG_EXTENSIONS",
@@ -167,14 +167,17 @@ def _read_participants(root: Path) -> dict[str, dict[str, Any]]:
     tsv = root / "participants.tsv"
     if not tsv.is_file():
         return {}
-    df = pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False)
-    if "participant_id" not in df.columns:
-        return {}
     rows: dict[str, dict[str, Any]] = {}
-    for rec in df.to_dict(orient="records"):
-        pid = str(rec["participant_id"])
-        row = {str(k): (_cell(str(v)) if k != "participant_id" else pid) for k, v in rec.items()}
-        rows[pid.removeprefix("sub-")] = row
+    # the csv module, not pandas: discovery runs before a build's workers can start
+    with open(tsv, encoding="utf-8-sig", newline="") as fh:
+        reader = csv.DictReader(fh, delimiter="\t", restval="")
+        if "participant_id" not in (reader.fieldnames or []):
+            return {}
+        for rec in reader:
+            pid = str(rec["participant_id"])
+            row = {str(k): (_cell(str(v)) if k != "participant_id" else pid)
+                   for k, v in rec.items() if k is not None}
+            rows[pid.removeprefix("sub-")] = row
     return rows
 
 
@@ -201,13 +204,13 @@ def _sidecar(root: Path, eeg_file: Path, labels: Mapping[str, str]) -> dict[str,
 
 
 def _count_channels(channels_tsv: Path) -> int | None:
-    if not channels_tsv.is_file():
-        return None
+    """Rows of a channels.tsv below its header (None when missing, unreadable or empty)."""
     try:
-        df = pd.read_csv(channels_tsv, sep="\t", dtype=str)
-    except (OSError, ValueError):
+        with open(channels_tsv, encoding="utf-8") as fh:
+            rows = sum(1 for line in fh if line.strip())
+    except (OSError, UnicodeDecodeError):
         return None
-    return len(df) if len(df) else None
+    return rows - 1 if rows > 1 else None
 
 
 def _positive(value: Any) -> float | None:
@@ -595,6 +598,8 @@ def read_events(rec: Recording) -> pd.DataFrame:
     """
     if rec.events_path is None:
         raise RecordingError(f"expected an events.tsv beside {rec.id}, got none")
+    import pandas as pd
+
     try:
         df = pd.read_csv(_local_path(rec.events_path), sep="\t")
     except (OSError, ValueError) as exc:

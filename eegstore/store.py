@@ -15,14 +15,16 @@ import json
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 import numpy as np
-import xarray as xr
 
 from eegstore.errors import StoreError
 from eegstore.schema import DATA_VAR, RECORDING_DIM, check_schema
+
+if TYPE_CHECKING:  # pragma: no cover
+    import xarray as xr
 
 __all__ = ["configure_parser", "get_fs", "local_compute", "normalize_url", "open_store", "run",
            "store_info", "str_values", "zarr_kwargs", "zarr_store"]
@@ -161,6 +163,8 @@ def open_store(store: str | Path, *, storage_options: Mapping[str, Any] | None =
     if not _has_consolidated(url, storage_options):
         raise StoreError(f"expected consolidated metadata in {url}, got none: its build has "
                          "not finished; re-run the same `eegstore build` command")
+    import xarray as xr
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = xr.open_zarr(**zarr_kwargs(url, storage_options, read_only=True), consolidated=True,

@@ -354,6 +354,30 @@ def test_skipped_recordings_with_reasons(ccd_source, client, tmp_path):
     assert verify_store(tmp_path / "s.zarr").ok
 
 
+def test_chunks_left_over_are_written_when_the_last_recording_is_skipped(ccd_source,
+                                                                          tmp_path):
+    import eegstore.build as build
+
+    # one window per chunk: the ok recording's chunks fill whole phase-B tasks but for a
+    # remainder, which must still go out when the (skipped) last recording is placed
+    src = tmp_path / "src"
+    shutil.copytree(ccd_source, src, ignore=shutil.ignore_patterns("*run-3*"))
+    eeg = sorted(src.glob("sub-*/eeg"))[0]
+    for d in sorted(src.glob("sub-*"))[1:]:
+        shutil.rmtree(d)
+    next(eeg.glob("*run-2_eeg.bdf")).write_bytes(b"")  # sorts last, skipped
+    # one worker runs the recordings in sorted order: run-1 is placed first
+    report = build_store(str(src), tmp_path / "s.zarr", "challenge1", workers=1,
+                         chunk_windows=1, progress=False)
+    assert report.n_ok == 1 and len(report.skipped) == 1
+    assert report.n_windows % build.CHUNKS_PER_TASK != 0  # a remainder was left over
+    result = verify_store(tmp_path / "s.zarr")
+    assert result.ok, result
+    ds = open_store(tmp_path / "s.zarr")
+    assert ds.sizes["window"] == report.n_windows
+    assert np.abs(ds.eeg.values).sum(axis=(1, 2)).min() > 0  # no chunk left unwritten
+
+
 def test_nothing_usable_fails(ccd_source, client, tmp_path):
     from eegstore.preprocessing import PickChannels
 

@@ -79,3 +79,14 @@ def test_a_subcommand_imports_only_its_own_module() -> None:
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_the_build_command_starts_without_pandas_xarray_or_mne() -> None:
+    """The build's client needs none of them before its Dask workers are started."""
+    code = ("import sys; from eegstore.cli import _build_parser; "
+            "_build_parser(['build', 'a', 'b']); "
+            "print(*[m in sys.modules for m in ('pandas', 'xarray', 'mne', 'torch')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False"] * 4
