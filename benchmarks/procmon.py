@@ -100,7 +100,9 @@ class TreeSampler:
     sampler is cheap on purpose: it shares the machine with what it measures, so
     the process tree is listed every few samples and PSS (``smaps_rollup``) read
     rarely; listing the tree and reading PSS every 20 ms took a sizeable share of one
-    of the 2 cores a 2-worker build runs on.
+    of the 2 cores a 2-worker build runs on, and even every 50 ms it took CPU time
+    that only a measurement using both cores pays for (a 1-worker build leaves a
+    core idle for it).  Peaks between samples are not lost: ``VmHWM`` keeps them.
 
     Parameters
     ----------
@@ -114,8 +116,8 @@ class TreeSampler:
         List the tree's processes again every this many samples.
     """
 
-    def __init__(self, pid: int, *, interval_s: float = 0.05, pss_every: int = 20,
-                 list_every: int = 4) -> None:
+    def __init__(self, pid: int, *, interval_s: float = 0.1, pss_every: int = 20,
+                 list_every: int = 5) -> None:
         self.pid = pid
         self.interval_s = interval_s
         self.pss_every = max(1, pss_every)

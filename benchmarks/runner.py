@@ -50,7 +50,7 @@ class RunConfig:
     synth_subjects: int = 60
     build_tasks: list[str] = field(default_factory=lambda: ["RestingState", "DespicableMe"])
     #: Alternating 1-worker / 2-worker build pairs; the speed-up is the median pair's ratio.
-    build_repeats: int = 3
+    build_repeats: int = 5
     codec_windows: int = 1000
     seed: int = 0
 
