@@ -191,6 +191,7 @@ class ChildResult:
     peak_hwm_sum_mb: float
     wall_s: float
     stderr_tail: str = ""
+    #: CPU seconds of the child and the descendants it waited for (``getrusage``).
     cpu_s: float = 0.0
     #: Share of the whole machine's CPU time (all cores) spent idle, waiting for I/O and
     #: stolen by the hypervisor while the child ran (``psutil.cpu_times``; Linux fields).
@@ -222,6 +223,7 @@ def run_child(argv: Sequence[str], *, timeout_s: float, result_path: Path | None
     """
     t0 = time.perf_counter()
     machine0 = psutil.cpu_times()
+    children0 = _children_cpu_s()
     proc = subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=env, cwd=cwd, text=True)
     sampler = TreeSampler(proc.pid)
@@ -235,6 +237,9 @@ def run_child(argv: Sequence[str], *, timeout_s: float, result_path: Path | None
             stderr = (stderr or "") + f"\n[benchmarks] killed after {timeout_s:.0f} s"
     wall = time.perf_counter() - t0
     machine = machine_cpu_shares(machine0, psutil.cpu_times())
+    # the kernel's account of the child and every descendant it waited for (its Dask or
+    # DataLoader workers): exact, where the sampler's last reading of each process is not
+    cpu_s = max(_children_cpu_s() - children0, sampler.cpu_s)
     payload = None
     if result_path is not None and result_path.exists():
         try:
@@ -245,8 +250,18 @@ def run_child(argv: Sequence[str], *, timeout_s: float, result_path: Path | None
                        peak_rss_mb=sampler.peak_rss / MB, peak_pss_mb=sampler.peak_pss / MB,
                        max_procs=sampler.max_procs, peak_hwm_sum_mb=sampler.peak_hwm_sum / MB,
                        wall_s=wall,
-                       stderr_tail=(stderr or "")[-2000:], cpu_s=sampler.cpu_s,
+                       stderr_tail=(stderr or "")[-2000:], cpu_s=cpu_s,
                        machine_cpu=machine)
+
+
+def _children_cpu_s() -> float:
+    """User + system CPU seconds of this process's waited-for children (and theirs)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows: the sampler's lower bound stands
+        return 0.0
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return float(r.ru_utime + r.ru_stime)
 
 
 def machine_cpu_shares(before: Any, after: Any) -> dict[str, float]:

@@ -296,3 +296,13 @@ def test_machine_cpu_shares_split_idle_iowait_and_steal() -> None:
     res = run_child([sys.executable, "-c", "import time; time.sleep(0.3)"], timeout_s=30)
     assert res.returncode == 0 and set(res.machine_cpu) >= {"idle"}
     assert all(0.0 <= v <= 1.0 for v in res.machine_cpu.values())
+
+
+def test_run_child_counts_the_cpu_time_of_the_childs_own_children() -> None:
+    # the CPU is burnt in a grandchild that ends before the sampler's next CPU reading
+    code = ("import subprocess, sys; subprocess.run([sys.executable, '-c', "
+            "'import time\\nt = time.process_time()\\nwhile time.process_time() - t < 0.6: pass'"
+            "], check=True)")
+    res = run_child([sys.executable, "-c", code], timeout_s=60)
+    assert res.returncode == 0
+    assert res.cpu_s >= 0.6
