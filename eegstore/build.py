@@ -525,13 +525,13 @@ def _get_client(workers: int, scheduler: Any, store: str) -> tuple[Any, Any]:
     import dask
 
     processes = not store.startswith("memory://")  # memory:// lives in one process
-    # Only critical logs: a worker whose heartbeat races the scheduler's shutdown logs a
-    # harmless CommClosedError traceback at ERROR level after a successful build, while
-    # a failing task reaches the client (and the build's error message) anyway.
     environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}),
                **WORKER_MALLOC_ENV}
     with dask.config.set({**LOCAL_CLUSTER_CONFIG,
                           "distributed.nanny.pre-spawn-environ": environ}):
+        # only critical logs: a worker whose heartbeat races the scheduler's shutdown logs
+        # a harmless CommClosedError traceback at ERROR level after a successful build,
+        # while a failing task reaches the client (and the build's error message) anyway
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
                                dashboard_address=":0", silence_logs=logging.CRITICAL)
     return Client(cluster), cluster
@@ -549,8 +549,8 @@ class _DaskSession:
     def __init__(self, workers: int, scheduler: Any, store: str) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        # a caller's Client is not ours to close (and without distributed imported,
-        # importing it takes the background thread, a caller cannot hold a Client)
+        # a caller's Client is not ours to close; a caller cannot hold one unless
+        # distributed is imported already (importing it is left to the background thread)
         dist = sys.modules.get("distributed")
         self._owns_client = dist is None or not isinstance(scheduler, dist.Client)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eegstore-dask")
@@ -914,16 +914,16 @@ def _run_pipeline(client: Any, todo: list[Any], dup_reasons: dict[str, str],
         if not n_send:
             return
         send, waiting[:n_send] = waiting[:n_send], []
-        groups = [send[i:i + g] for i in range(0, n_send, g)]
+        groups = [[j for j, _ in send[i:i + g]] for i in range(0, n_send, g)]
+        signatures = [[sig for _, sig in send[i:i + g]] for i in range(0, n_send, g)]
         # one graph update for the batch, ahead of the staging tasks
-        futs = client.map(_write_chunks, [[j for j, _ in grp] for grp in groups],
-                          [[sig for _, sig in grp] for grp in groups],
+        futs = client.map(_write_chunks, groups, signatures,
                           store=url, storage_options=so, chunk_windows=k,
                           shape_tail=placer.shape_tail, dtype=config["dtype"], pure=False,
-                          priority=10, key=[f"chunks-{grp[0][0].chunk}-{time.time_ns()}"
+                          priority=10, key=[f"chunks-{grp[0].chunk}-{time.time_ns()}"
                                             for grp in groups])
         for fut, grp in zip(futs, groups, strict=True):
-            jobs[fut.key] = [j for j, _ in grp]
+            jobs[fut.key] = grp
         if ac is not None:
             ac.update(futs)
 
