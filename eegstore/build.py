@@ -18,7 +18,8 @@ Phase B, one task per ``CHUNKS_PER_TASK`` output chunks, pipelined with phase A
     a chunk is ready once every recording sorted before its last window is
     staged; a task goes out as soon as enough ready chunks fill it (at a higher
     priority than the remaining phase-A tasks; the rest go once every
-    recording is placed); for each of its chunks it
+    recording is placed, split evenly between the workers); for each of its
+    chunks it
     assembles the chunk from staging (and, for a trailing partial chunk of an
     existing store, its old windows), writes it, and records its CRC32 in
     ``_staging/chunks/<chunk>.json``.  No two tasks write the same chunk.  Once
@@ -27,9 +28,11 @@ Phase B, one task per ``CHUNKS_PER_TASK`` output chunks, pipelined with phase A
     skips recorded chunks; a re-run with another set discards the records and
     stages the consumed recordings again.
 Phase C, on the client
-    appends per-window coordinates, the per-recording table and the CRCs, then
-    commits: ONE atomic write of the root ``zarr.json`` carrying the attributes
-    and the consolidated metadata (the new shapes); finally deletes staging.
+    appends per-window coordinates and the per-recording table (as soon as every
+    recording is placed, while the workers write the last chunks), then the
+    CRCs, then commits: ONE atomic write of the root ``zarr.json`` carrying the
+    attributes and the consolidated metadata (the new shapes); finally deletes
+    staging.
 
 The build's own LocalCluster starts in a background thread while the client
 discovers recordings and inspects the store, and closes in the background
@@ -61,14 +64,14 @@ import sys
 import time
 import warnings
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from eegstore.errors import BuildError, ConfigError, RecordingError, StoreError
-from eegstore.placement import TARGET_CHUNK_BYTES, ChunkJob, Placer
+from eegstore.placement import TARGET_CHUNK_BYTES, ChunkJob, Placer, task_bounds
 from eegstore.preprocessing import (
     BandPass,
     PickChannels,
@@ -196,8 +199,10 @@ class BuildReport:
 
 #: Environment variable naming a point where the build kills itself (crash tests):
 #: ``stage:K`` after K recordings are staged, ``chunk:K`` after K chunks are written,
-#: ``coords`` after phase C wrote coordinates (before the commit), ``commit`` after the
-#: commit (before staging is removed).
+#: ``tables`` once every recording is placed and its coordinates and table rows are
+#: written (the last chunks may still be in flight), ``coords`` after phase C wrote
+#: everything but the root metadata, ``commit`` after the commit (before staging is
+#: removed).
 KILL_ENV = "EEGSTORE_TEST_KILL_AT"
 
 
@@ -219,14 +224,21 @@ def _safe_name(rec_id: str) -> str:
     return name
 
 
-def _atomic_write(fs: Any, path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see all of it or nothing."""
+def _atomic_write(fs: Any, path: str, data: bytes, *, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` so that readers see all of it or nothing.
+
+    On a local disk the file is written aside and renamed into place, which is
+    atomic for every other process, also when the writer is killed.  ``durable``
+    adds an ``fsync`` before the rename so that the file also survives a crash of
+    the machine; staging records go without it (see the call sites).
+    """
     if "file" in _protocols(fs):
         tmp = f"{path}.{os.getpid()}.partial"
         with open(tmp, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     else:  # object stores: a single PUT is atomic
         fs.pipe_file(path, data)
@@ -390,7 +402,10 @@ def _stage_recording(rec: Any, *, config: dict[str, Any], store: str,
     except RecordingError as exc:
         meta["reason"] = str(exc)
     fs.makedirs(sdir, exist_ok=True)
-    _atomic_write(fs, f"{sdir}/done.json", json.dumps(meta).encode())
+    # not fsynced: neither are the staged windows it vouches for (a machine crash can
+    # lose both; a killed worker or client loses neither), and a flush per recording
+    # left the worker waiting on the disk
+    _atomic_write(fs, f"{sdir}/done.json", json.dumps(meta).encode(), durable=False)
     return meta
 
 
@@ -407,7 +422,10 @@ def _write_chunks(jobs: list[ChunkJob], signatures: list[str], *, store: str,
     import zarr
 
     fs, root = get_fs(store, storage_options)
-    arr = zarr.open_array(**zarr_kwargs(store, storage_options), path="eeg", mode="r+")
+    # every chunk holds signal: zarr's default test of each chunk for being all fill
+    # value (to skip writing it) costs a full pass over the chunk
+    arr = zarr.open_array(**zarr_kwargs(store, storage_options), path="eeg",
+                          mode="r+").with_config({"write_empty_chunks": True})
     out = []
     for job, signature in zip(jobs, signatures, strict=True):
         block = np.empty((job.n_windows, *shape_tail), dtype=dtype)
@@ -423,7 +441,8 @@ def _write_chunks(jobs: list[ChunkJob], signatures: list[str], *, store: str,
         crc = zlib.crc32(block.data) & 0xFFFFFFFF  # C-contiguous: no copy
         _atomic_write(fs, f"{root}/{STAGING}/{CHUNK_RECORDS}/{job.chunk}.json",
                       json.dumps({"chunk": job.chunk, "crc32": crc,
-                                  "signature": signature}).encode())
+                                  "signature": signature}).encode(),
+                      durable=False)  # as the chunk it describes (see done.json)
         out.append((job.chunk, crc))
     return out
 
@@ -730,8 +749,18 @@ def _build(dask: _DaskSession, report: BuildReport, source: Any, url: str,
         report.dashboard = client.dashboard_link
         if progress and report.dashboard:
             print(f"dask dashboard: {report.dashboard}", file=sys.stderr)
+    tables_written = False
+
+    def write_tables(metas: dict[str, dict[str, Any]], placer: Placer) -> None:
+        nonlocal tables_written
+        plan = _plan_of(placer, committed)
+        if plan["n_ok_total"] and (committed is None or plan["new_rows"]):
+            _write_tables(plan, committed, metas, url, so, rcp)
+            tables_written = True
+            _maybe_kill("tables")
+
     metas, placer, crcs = _run_pipeline(client, todo, dup_reasons, committed, config, url,
-                                        so, chunk_windows, progress)
+                                        so, chunk_windows, progress, on_placed=write_tables)
     dask.close()  # in the background, while the client commits
     plan = _plan_of(placer, committed)
     if plan["n_ok_total"] == 0:
@@ -740,7 +769,8 @@ def _build(dask: _DaskSession, report: BuildReport, source: Any, url: str,
         raise BuildError(f"expected at least one usable recording, got none of "
                          f"{len(recs)}; reasons: {'; '.join(reasons)}")
     if committed is None or plan["new_rows"]:
-        _phase_c(plan, committed, metas, crcs, url, so, config, rcp, source)
+        _phase_c(plan, committed, metas, crcs, url, so, config, rcp, source,
+                 tables_written=tables_written)
     fs.rm(f"{root}/{STAGING}", recursive=True)
     return plan, metas
 
@@ -834,7 +864,8 @@ def _open_eeg(url: str, so: dict[str, Any] | None, placer: Placer, committed: An
 
 def _run_pipeline(client: Any, todo: list[Any], dup_reasons: dict[str, str],
                   committed: dict[str, Any] | None, config: dict[str, Any], url: str,
-                  so: dict[str, Any] | None, chunk_windows: int | None, progress: bool
+                  so: dict[str, Any] | None, chunk_windows: int | None, progress: bool,
+                  on_placed: Callable[[dict[str, dict[str, Any]], Placer], None] | None = None,
                   ) -> tuple[dict[str, dict[str, Any]], Placer, dict[int, int]]:
     """Phases A and B, pipelined: stage recordings, write each chunk once it is placed.
 
@@ -842,7 +873,9 @@ def _run_pipeline(client: Any, todo: list[Any], dup_reasons: dict[str, str],
     before a chunk's last window are staged, the chunk is fixed (:class:`Placer`)
     and written at a higher priority than the remaining staging tasks.  A staged
     recording's windows are deleted once all its chunks are written, so staging
-    holds few recordings at a time and rarely reaches the disk.
+    holds few recordings at a time and rarely reaches the disk.  ``on_placed``
+    runs on the client once every recording is staged and placed, while the
+    workers write the last chunks.
     """
     from distributed import as_completed
     from tqdm.auto import tqdm
@@ -867,6 +900,7 @@ def _run_pipeline(client: Any, todo: list[Any], dup_reasons: dict[str, str],
     waiting: list[tuple[ChunkJob, str]] = []  # chunks to write, not submitted yet
     arr: Any = None  # the eeg array, opened when the first chunk is ready
     written = 0  # chunks written by this run's tasks (kill points count them)
+    slots = 1  # tasks the cluster runs at once
     ac = as_completed(loop=client.loop, with_results=True) if client is not None \
         else None
     rec_bar = tqdm(total=len(todo), desc="recordings", unit="rec", disable=not progress)
@@ -914,8 +948,9 @@ def _run_pipeline(client: Any, todo: list[Any], dup_reasons: dict[str, str],
         if not n_send:
             return
         send, waiting[:n_send] = waiting[:n_send], []
-        groups = [[j for j, _ in send[i:i + g]] for i in range(0, n_send, g)]
-        signatures = [[sig for _, sig in send[i:i + g]] for i in range(0, n_send, g)]
+        bounds = task_bounds(n_send, g, slots=slots, last=placer.complete)
+        groups = [[j for j, _ in send[a:b]] for a, b in bounds]
+        signatures = [[sig for _, sig in send[a:b]] for a, b in bounds]
         # one graph update for the batch, ahead of the staging tasks
         futs = client.map(_write_chunks, groups, signatures,
                           store=url, storage_options=so, chunk_windows=k,
@@ -931,6 +966,7 @@ def _run_pipeline(client: Any, todo: list[Any], dup_reasons: dict[str, str],
         if ac is None:  # nothing to stage (only duplicates of committed recordings)
             schedule()
             return metas, placer, crcs
+        slots = max(1, sum(client.nthreads().values()))
         # sorted by id, so placement advances as they finish; one graph update
         ac.update(client.map(_stage_recording, todo, config=config, store=url,
                              storage_options=so, pure=False,
@@ -953,6 +989,9 @@ def _run_pipeline(client: Any, todo: list[Any], dup_reasons: dict[str, str],
             rec_bar.update(1)
             _maybe_kill(f"stage:{len(metas)}")
             schedule()
+            if placer.complete and on_placed is not None:
+                on_placed(metas, placer)
+                on_placed = None  # once
         if arr is not None and arr.shape[0] != placer.n_total:
             arr.resize((placer.n_total, *placer.shape_tail))
     finally:
@@ -1000,21 +1039,32 @@ def _write_1d(root: Any, name: str, dim: str, values: np.ndarray, start: int,
         arr[start:n] = values
 
 
-def _phase_c(plan: dict[str, Any], committed: dict[str, Any] | None,
-             metas: dict[str, dict[str, Any]], crcs: dict[int, int], url: str,
-             so: dict[str, Any] | None, config: dict[str, Any], rcp: Recipe,
-             source: Any) -> None:
+def _open_root(url: str, so: dict[str, Any] | None) -> Any:
     import zarr
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        root = zarr.open_group(**zarr_kwargs(url, so), mode="a", zarr_format=3,
-                                   use_consolidated=False)
+        return zarr.open_group(**zarr_kwargs(url, so), mode="a", zarr_format=3,
+                               use_consolidated=False)
+
+
+def _window_coord_kinds(rcp: Recipe) -> dict[str, str]:
+    kinds = dict(BASE_WINDOW_COORDS)
+    kinds.update(rcp.extra_coords())
+    return kinds
+
+
+def _write_tables(plan: dict[str, Any], committed: dict[str, Any] | None,
+                  metas: dict[str, dict[str, Any]], url: str, so: dict[str, Any] | None,
+                  rcp: Recipe) -> None:
+    """Phase C, first part: the new windows' coordinates and recordings' table rows.
+
+    They need the placement only, not the chunks, so the build writes them while
+    the workers write the last chunks.  Readers do not see them before the commit.
+    """
+    root = _open_root(url, so)
     n_old = plan["n_old"]
-    c_, t_ = plan["shape_tail"]
-    ref = plan["ref"]
-    coord_kinds = dict(BASE_WINDOW_COORDS)
-    coord_kinds.update(rcp.extra_coords())
+    coord_kinds = _window_coord_kinds(rcp)
     # per-window coordinates of the new windows, in placement order
     cols: dict[str, list[Any]] = {name: [] for name in coord_kinds}
     for rid, _first, n in plan["placed"]:
@@ -1031,16 +1081,6 @@ def _phase_c(plan: dict[str, Any], committed: dict[str, Any] | None,
                 if vals is None:
                     vals = [math.nan] * n if coord_kinds[name] == "f" else [""] * n
                 cols[name].extend(vals)
-    if committed is None:
-        # static coordinates and the eeg array (also when no new windows exist)
-        if "eeg" not in root:
-            root.create_array("eeg", shape=(0, c_, t_), chunks=(plan["chunk_windows"], c_, t_),
-                              dtype=config["dtype"],
-                              compressors=compressor_codecs(config["compressor"]),
-                              fill_value=0.0, dimension_names=["window", "channel", "time"])
-        _write_1d(root, "channel", "channel", np.asarray(ref["channels"]), 0, "U")
-        times = rcp.time_offset_s() + np.arange(t_) / float(ref["sfreq"])
-        _write_1d(root, "time", "time", times, 0, "f", {"units": "s"})
     for name, kind in coord_kinds.items():
         _write_1d(root, name, "window", np.asarray(cols[name], dtype=object), n_old, kind)
     # per-recording table
@@ -1068,6 +1108,30 @@ def _phase_c(plan: dict[str, Any], committed: dict[str, Any] | None,
     for name, kind in RECORDING_VARS.items():
         _write_1d(root, name, "recordings", np.asarray(table[name], dtype=object), r_old, kind)
     _write_1d(root, "recording_n_dropped", "recordings", np.asarray(n_dropped), r_old, "i")
+
+
+def _phase_c(plan: dict[str, Any], committed: dict[str, Any] | None,
+             metas: dict[str, dict[str, Any]], crcs: dict[int, int], url: str,
+             so: dict[str, Any] | None, config: dict[str, Any], rcp: Recipe,
+             source: Any, *, tables_written: bool = False) -> None:
+    """Phase C: coordinates and tables (unless written already), checksums, attrs, commit."""
+    if not tables_written:
+        _write_tables(plan, committed, metas, url, so, rcp)
+    root = _open_root(url, so)
+    n_old = plan["n_old"]
+    c_, t_ = plan["shape_tail"]
+    ref = plan["ref"]
+    coord_kinds = _window_coord_kinds(rcp)
+    if committed is None:
+        # static coordinates and the eeg array (also when no new windows exist)
+        if "eeg" not in root:
+            root.create_array("eeg", shape=(0, c_, t_), chunks=(plan["chunk_windows"], c_, t_),
+                              dtype=config["dtype"],
+                              compressors=compressor_codecs(config["compressor"]),
+                              fill_value=0.0, dimension_names=["window", "channel", "time"])
+        _write_1d(root, "channel", "channel", np.asarray(ref["channels"]), 0, "U")
+        times = rcp.time_offset_s() + np.arange(t_) / float(ref["sfreq"])
+        _write_1d(root, "time", "time", times, 0, "f", {"units": "s"})
     # checksums of the chunks written by phase B
     k = plan["chunk_windows"]
     n_chunks = -(-plan["n_total"] // k)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ import numpy as np
 
 from eegstore.errors import ConfigError
 
-__all__ = ["ChunkJob", "Placer", "chunk_windows_for"]
+__all__ = ["ChunkJob", "Placer", "chunk_windows_for", "task_bounds"]
 
 #: Target uncompressed bytes of one eeg chunk when chunk_windows is not given.
 TARGET_CHUNK_BYTES = 8 * 2**20
@@ -48,6 +49,40 @@ def chunk_windows_for(n_channels: int, n_times: int, dtype: str) -> int:
     """
     per = n_channels * n_times * np.dtype(dtype).itemsize
     return max(1, int(TARGET_CHUNK_BYTES // per))
+
+
+def task_bounds(n_chunks: int, per_task: int, *, slots: int = 1, last: bool = False
+                ) -> list[tuple[int, int]]:
+    """Split ``n_chunks`` ready chunks into tasks of at most ``per_task`` chunks.
+
+    Parameters
+    ----------
+    n_chunks : int
+        Chunks to hand out, in order.
+    per_task : int
+        Most chunks in one task.
+    slots : int
+        Tasks the cluster runs at once (its worker threads).
+    last : bool
+        Whether these are the build's last chunks: then they come in a multiple of
+        ``slots`` tasks of near-equal size (as far as there are chunks), so that the
+        workers finish together instead of one writing a full task while the
+        others wait.
+
+    Returns
+    -------
+    list of (start, stop)
+        Consecutive ranges covering ``range(n_chunks)``, none empty.
+    """
+    per_task = max(1, per_task)
+    if not last:  # full tasks, the remainder last
+        return [(a, min(a + per_task, n_chunks)) for a in range(0, n_chunks, per_task)]
+    if n_chunks <= 0:
+        return []
+    rounds = -(-n_chunks // (per_task * max(1, slots)))  # tasks per slot
+    n_tasks = min(n_chunks, rounds * max(1, slots))
+    cuts = [i * n_chunks // n_tasks for i in range(n_tasks + 1)]
+    return list(itertools.pairwise(cuts))
 
 
 #: One source of a chunk: (staging name or "" for the store's own old windows,

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eegstore.errors import ConfigError
-from eegstore.placement import ChunkJob, Placer, chunk_windows_for
+from eegstore.placement import ChunkJob, Placer, chunk_windows_for, task_bounds
 
 REF = {"channels": ["E1", "E2"], "window_samples": 4, "sfreq": 100.0}
 
@@ -115,3 +115,26 @@ def test_placer_rejects_bad_input():
     placer.advance()
     with pytest.raises(ConfigError, match="not placed yet, got 'a'"):
         placer.offer("a", _meta(1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=st.integers(0, 200), per_task=st.integers(1, 20), slots=st.integers(1, 8),
+       last=st.booleans())
+def test_task_bounds_cover_every_chunk_once_in_tasks_no_larger_than_asked(n, per_task, slots,
+                                                                         last):
+    bounds = task_bounds(n, per_task, slots=slots, last=last)
+    assert [i for a, b in bounds for i in range(a, b)] == list(range(n))
+    sizes = [b - a for a, b in bounds]
+    assert all(1 <= s <= per_task for s in sizes)
+    if not last:  # full tasks but for the last
+        assert all(s == per_task for s in sizes[:-1])
+    elif n:  # the build's last tasks: near-equal, one round per slot as far as chunks go
+        assert max(sizes) - min(sizes) <= 1
+        assert len(bounds) % slots == 0 or len(bounds) == n
+
+
+def test_last_tasks_are_shared_between_the_workers():
+    # 20 chunks left at the end of a 2-worker build: 10 + 10, not 16 + 4
+    assert task_bounds(20, 16, slots=2, last=True) == [(0, 10), (10, 20)]
+    assert task_bounds(20, 16, slots=2) == [(0, 16), (16, 20)]
+    assert task_bounds(3, 16, slots=4, last=True) == [(0, 1), (1, 2), (2, 3)]

@@ -82,6 +82,7 @@ KILLS = [
     ("stage:3", None),       # every recording staged (chunks may already be written)
     ("chunk:1", None),       # phase B: first chunk written, others in flight
     ("chunk:3", None),       # phase B: 3 of 4 chunks written
+    ("tables", None),        # every recording placed, coordinates written, chunks in flight
     ("coords", None),        # phase C: coordinates, table and CRCs written, metadata not
     ("commit", None),        # committed, staging not yet removed
 ]
