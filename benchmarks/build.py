@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from benchmarks.datasets import bytes_on_disk, prepare_loading_data
 from benchmarks.loading import measure_loader
+from benchmarks.machine import cpu_scaling
 from benchmarks.procmon import evict_from_page_cache, python_argv, read_files, run_child
 
 __all__ = ["codec_sweep", "pick_best_codec", "run_build_suite"]
@@ -72,6 +73,17 @@ def _synth(cfg: Any, root: Path) -> tuple[Path | None, dict[str, Any]]:
         if desc:
             root_dir = desc[0].parent
     return (root_dir if ok else None), rec
+
+
+def _cpu_scaling_record(repeat: int, when: str, loops: int) -> dict[str, Any]:
+    """The machine's 2-process CPU scaling right now (see :func:`cpu_scaling`)."""
+    sc = cpu_scaling(2, loops=loops)
+    return {"suite": "build", "strategy": "cpu_scaling", "variant": "python-loop",
+            "cache": None, "store_gb": None, "workers": 2, "windows_per_s": None,
+            "peak_rss_mb": None, "first_batch_s": None, "bytes_on_disk": None,
+            "status": "ok", "reason": "", "repeat": repeat, "when": when,
+            "speedup": sc["speedup"], "alone_s": sc["alone_s"],
+            "together_s": sc["together_s"]}
 
 
 def _half_subjects(bids: Path) -> list[str]:
@@ -296,14 +308,19 @@ def run_build_suite(cfg: Any, data_root: Path) -> tuple[list[dict[str, Any]], di
             # build is compared with the 1-worker build just before it; each pair is
             # followed by a build of half the recordings, to show that peak RSS does not
             # grow with their number (as many builds of each size: peaks vary by build)
+            # A CPU-bound loop in 1 and then 2 processes before and after each pair measures
+            # how much the machine's second core adds at the time (virtual cores can share
+            # a physical one): no parallel build can beat that
             half = _half_subjects(bids) if cfg.synth_subjects >= 2 else None
             for rep in range(cfg.build_repeats):
+                records.append(_cpu_scaling_record(rep, "before", cfg.cpu_scaling_loops))
                 for w in (1, 2):
                     rec = _build(bids, root / f"store-w{w}.zarr", w, "challenge2")
                     rec["repeat"] = rep
                     records.append(rec)
                     if rec["status"] == "ok":
                         built = root / f"store-w{w}.zarr"
+                records.append(_cpu_scaling_record(rep, "after", cfg.cpu_scaling_loops))
                 if half is not None:
                     rec = _build(bids, root / "store-half.zarr", 2, "challenge2", half)
                     rec["repeat"] = rep

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import importlib.metadata as md
+import multiprocessing
 import os
 import platform
+import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-__all__ = ["LIBRARIES", "machine_info"]
+__all__ = ["LIBRARIES", "cpu_scaling", "machine_info"]
 
 LIBRARIES = ("eegstore", "numpy", "zarr", "numcodecs", "xarray", "dask", "distributed", "torch",
              "h5py", "braindecode", "mne", "psutil", "matplotlib")
@@ -89,3 +92,51 @@ def machine_info(data_dir: str | Path) -> dict[str, Any]:
     except Exception:
         info["cuda"] = None
     return info
+
+
+def _spin(loops: int) -> float:
+    """Seconds a pure-Python integer loop of ``loops`` steps takes (no memory traffic)."""
+    t0 = time.perf_counter()
+    acc = 0
+    for i in range(loops):
+        acc += i * i
+    return time.perf_counter() - t0
+
+
+def cpu_scaling(processes: int = 2, *, loops: int = 4_000_000, rounds: int = 3
+                ) -> dict[str, Any]:
+    """How much more CPU work ``processes`` busy processes get done than one, right now.
+
+    A fixed CPU-bound loop runs in one process, then in ``processes`` processes at
+    once, ``rounds`` times alternately.  On dedicated cores the speed-up equals
+    ``processes``; virtual cores that share physical ones (or a busy host) give
+    less, and that is the most any parallel job can gain on the machine then.
+
+    Parameters
+    ----------
+    processes : int
+        Processes run at once.
+    loops : int
+        Steps of the loop (about 0.3 s on one core of a 2020s server).
+    rounds : int
+        Alternating measurements; medians are reported.
+
+    Returns
+    -------
+    dict
+        ``alone_s`` and ``together_s`` (medians; together: until the last process
+        finishes), ``speedup`` = processes x alone / together, and the raw times.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    alone: list[float] = []
+    together: list[float] = []
+    with ctx.Pool(processes) as pool:
+        pool.map(_spin, [1000] * processes, chunksize=1)  # every process started
+        for _ in range(rounds):
+            alone.append(pool.apply(_spin, (loops,)))
+            t0 = time.perf_counter()
+            pool.map(_spin, [loops] * processes, chunksize=1)
+            together.append(time.perf_counter() - t0)
+    a, b = statistics.median(alone), statistics.median(together)
+    return {"processes": processes, "loops": loops, "alone_s": a, "together_s": b,
+            "speedup": processes * a / b, "alone_all_s": alone, "together_all_s": together}

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["REQUIRED_FIELDS", "build_pairs", "evaluate_targets", "plot_results", "write_markdown"]
+__all__ = ["REQUIRED_FIELDS", "build_pairs", "evaluate_targets", "plot_results", "speedup_factors",
+           "speedup_factors_note", "write_markdown"]
 
 #: Fields every record of results.json carries (None where not applicable).
 REQUIRED_FIELDS = ("suite", "strategy", "cache", "store_gb", "workers", "windows_per_s",
@@ -51,6 +52,49 @@ def build_pairs(builds: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict
     for r in builds:
         by_rep.setdefault(int(r.get("repeat") or 0), {})[int(r["workers"])] = r
     return [(p[1], p[2]) for _, p in sorted(by_rep.items()) if 1 in p and 2 in p]
+
+
+def speedup_factors(one: dict[str, Any], two: dict[str, Any]) -> dict[str, float] | None:
+    """Split a pair's speed-up into the build's parallelism and its CPU cost.
+
+    ``one.elapsed / two.elapsed`` = ``cpu_time`` x ``parallelism``, where
+    ``cpu_time`` = CPU seconds of the 1-worker build / those of the 2-worker build
+    (below 1 when the same work cost more CPU time with both cores busy) and
+    ``parallelism`` = CPU seconds per wall second of the 2-worker build / those of the
+    1-worker build (how much more of the machine the build kept busy).
+
+    Returns
+    -------
+    dict or None
+        ``cpu_time`` and ``parallelism``; None without CPU times.
+    """
+    c1, c2 = one.get("cpu_s"), two.get("cpu_s")
+    if not c1 or not c2 or not one.get("elapsed_s") or not two.get("elapsed_s"):
+        return None
+    return {"cpu_time": float(c1) / float(c2),
+            "parallelism": (float(c2) / two["elapsed_s"]) / (float(c1) / one["elapsed_s"])}
+
+
+def speedup_factors_note(pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]],
+                         records: Sequence[dict[str, Any]]) -> str:
+    """The build speed-up target's explanation: parallelism, CPU time, machine scaling."""
+    parts = []
+    for one, two in pairs:
+        f = speedup_factors(one, two)
+        if f is None:
+            continue
+        rep = one.get("repeat") or 0
+        probes = [float(r["speedup"]) for r in records if r.get("strategy") == "cpu_scaling"
+                  and (r.get("repeat") or 0) == rep and r.get("speedup")]
+        probe = f", CPU-bound loop {min(probes):.2f}-{max(probes):.2f}x" if probes else ""
+        parts.append(f"parallelism {f['parallelism']:.2f} x CPU time {f['cpu_time']:.2f}"
+                     + probe)
+    if not parts:
+        return ""
+    return ("; factors (parallelism = CPU s per wall s, 2 workers / 1 worker; CPU time = CPU "
+            "s of the 1-worker build / of the 2-worker build; CPU-bound loop = 2-process "
+            "speed-up of a pure CPU loop measured before and after the pair): "
+            + "; ".join(parts))
 
 
 def evaluate_targets(records: Sequence[dict], workers: int | None = None
@@ -145,7 +189,8 @@ def evaluate_targets(records: Sequence[dict], workers: int | None = None
                            f"median of {len(pairs)} alternating pair(s): " + "; ".join(
                                f"{one['elapsed_s']:.1f} s / {two['elapsed_s']:.1f} s = "
                                f"{one['elapsed_s'] / two['elapsed_s']:.3f}x"
-                               for one, two in pairs)))
+                               for one, two in pairs)
+                           + speedup_factors_note(pairs, records)))
     else:
         out.append(_target("Dask build speed-up with 2 workers >= 1.6x", None, 1.6,
                            "build suite not measured"))
@@ -244,7 +289,8 @@ def write_markdown(path: Path, result: dict[str, Any]) -> None:
           r.get("windows_per_s"), r.get("first_batch_s"), r.get("peak_rss_mb"),
           r.get("peak_pss_mb"), r.get("cpu_per_wall"), _mb(r.get("bytes_on_disk")),
           r["status"] + (f" ({r['reason']})" if r.get("reason") else "")] for r in load])
-    build = [r for r in recs if r["suite"] == "build"]
+    build = [r for r in recs if r["suite"] == "build" and r["strategy"] != "cpu_scaling"]
+    scaling = [r for r in recs if r["suite"] == "build" and r["strategy"] == "cpu_scaling"]
     if build:
         lines += ["", "## Build", ""]
         lines += _table(
@@ -258,6 +304,14 @@ def write_markdown(path: Path, result: dict[str, Any]) -> None:
               r.get("processes"), r.get("cpu_per_wall"), _machine_cpu(r.get("machine_cpu")),
               _mb(r.get("bytes_on_disk")),
               r["status"] + (f" ({r['reason']})" if r.get("reason") else "")] for r in build])
+    if scaling:
+        lines += ["", "## CPU scaling beside the builds", "",
+                  "A pure-Python CPU loop alone, then in 2 processes at once (medians of 3): "
+                  "how much the second core added at the time, the most a parallel build "
+                  "could gain.", ""]
+        lines += _table(["repeat", "when", "alone s", "2 at once s", "2-process speed-up"],
+                        [[r.get("repeat"), r.get("when"), r.get("alone_s"),
+                          r.get("together_s"), r.get("speedup")] for r in scaling])
     codec = [r for r in recs if r["suite"] == "codec" and r["cache"] == "warm"]
     if codec:
         src = codec[0].get("source", "?")

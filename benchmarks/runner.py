@@ -51,6 +51,8 @@ class RunConfig:
     build_tasks: list[str] = field(default_factory=lambda: ["RestingState", "DespicableMe"])
     #: Alternating 1-worker / 2-worker build pairs; the speed-up is the median pair's ratio.
     build_repeats: int = 5
+    #: Steps of the CPU-bound loop timed in 1 and 2 processes beside each build pair.
+    cpu_scaling_loops: int = 8_000_000
     codec_windows: int = 1000
     seed: int = 0
 
@@ -63,7 +65,7 @@ class RunConfig:
             cfg = cls(out=out, quick=True, sizes_gb=list(QUICK_SIZES_GB), workers=1,
                       batch_size=8, chunk_windows=8, time_limit_s=0.6, cold_time_limit_s=3.0,
                       seed_time_limit_s=0.6, synth_subjects=1, build_tasks=["RestingState"],
-                      build_repeats=1,
+                      build_repeats=1, cpu_scaling_loops=500_000,
                       codec_windows=64)
         else:
             cfg = cls(out=out, chunk_windows=product_chunk_windows())

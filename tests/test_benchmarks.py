@@ -24,7 +24,8 @@ from benchmarks.procmon import (
     read_files,
     run_child,
 )
-from benchmarks.report import REQUIRED_FIELDS, evaluate_targets
+from benchmarks.machine import cpu_scaling
+from benchmarks.report import REQUIRED_FIELDS, evaluate_targets, speedup_factors
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -280,6 +281,33 @@ def test_build_speedup_target_is_the_median_of_alternating_pairs() -> None:
     target = {t["name"]: t for t in evaluate_targets(records)}[
         "Dask build speed-up with 2 workers >= 1.6x"]
     assert target["measured"] == pytest.approx(1.5) and target["passed"] is False
+
+
+def test_build_speedup_splits_into_parallelism_and_cpu_time() -> None:
+    # 1 worker: 30 s wall, 33 CPU s (1.1 per s); 2 workers: 20 s wall, 36 CPU s (1.8 per s)
+    one = {"workers": 1, "elapsed_s": 30.0, "cpu_s": 33.0, "repeat": 0}
+    two = {"workers": 2, "elapsed_s": 20.0, "cpu_s": 36.0, "repeat": 0}
+    f = speedup_factors(one, two)
+    assert f is not None
+    assert f["parallelism"] == pytest.approx(1.8 / 1.1)
+    assert f["cpu_time"] == pytest.approx(33.0 / 36.0)
+    assert f["parallelism"] * f["cpu_time"] == pytest.approx(30.0 / 20.0)
+    assert speedup_factors({**one, "cpu_s": None}, two) is None
+    records = [{"suite": "build", "strategy": "eegstore_build", "variant": "challenge2",
+                "status": "ok", "peak_rss_mb": 1.0, **r} for r in (one, two)]
+    records += [{"suite": "build", "strategy": "cpu_scaling", "repeat": 0, "speedup": x}
+                for x in (1.5, 1.9)]
+    target = {t["name"]: t for t in evaluate_targets(records)}[
+        "Dask build speed-up with 2 workers >= 1.6x"]
+    assert target["measured"] == pytest.approx(1.5)
+    assert "parallelism 1.64 x CPU time 0.92, CPU-bound loop 1.50-1.90x" in target["detail"]
+
+
+def test_cpu_scaling_times_one_and_two_processes() -> None:
+    sc = cpu_scaling(2, loops=200_000, rounds=2)
+    assert len(sc["alone_all_s"]) == len(sc["together_all_s"]) == 2
+    assert sc["alone_s"] > 0 and sc["together_s"] > 0
+    assert sc["speedup"] == pytest.approx(2 * sc["alone_s"] / sc["together_s"])
 
 
 def test_machine_cpu_shares_split_idle_iowait_and_steal() -> None:
