@@ -422,8 +422,8 @@ def _write_chunks(jobs: list[ChunkJob], signatures: list[str], *, store: str,
     import zarr
 
     fs, root = get_fs(store, storage_options)
-    # every chunk holds signal: zarr's default test of each chunk for being all fill
-    # value (to skip writing it) costs a full pass over the chunk
+    # chunks hold signal and are all zeros (the fill value) next to never: zarr's default
+    # test of each chunk for that (to skip writing it) costs a full pass over the chunk
     arr = zarr.open_array(**zarr_kwargs(store, storage_options), path="eeg",
                           mode="r+").with_config({"write_empty_chunks": True})
     out = []
@@ -754,7 +754,7 @@ def _build(dask: _DaskSession, report: BuildReport, source: Any, url: str,
     def write_tables(metas: dict[str, dict[str, Any]], placer: Placer) -> None:
         nonlocal tables_written
         plan = _plan_of(placer, committed)
-        if plan["n_ok_total"] and (committed is None or plan["new_rows"]):
+        if _phase_c_due(plan, committed):
             _write_tables(plan, committed, metas, url, so, rcp)
             tables_written = True
             _maybe_kill("tables")
@@ -768,7 +768,7 @@ def _build(dask: _DaskSession, report: BuildReport, source: Any, url: str,
         reasons = sorted({m.get("reason", "") for m in metas.values()})[:5]
         raise BuildError(f"expected at least one usable recording, got none of "
                          f"{len(recs)}; reasons: {'; '.join(reasons)}")
-    if committed is None or plan["new_rows"]:
+    if _phase_c_due(plan, committed):
         _phase_c(plan, committed, metas, crcs, url, so, config, rcp, source,
                  tables_written=tables_written)
     fs.rm(f"{root}/{STAGING}", recursive=True)
@@ -1011,6 +1011,11 @@ def _plan_of(placer: Placer, committed: dict[str, Any] | None) -> dict[str, Any]
         "n_recordings_total": (len(committed["ids"]) if committed else 0) + len(placer.rows),
         "n_windows_total": placer.n_total,
     }
+
+
+def _phase_c_due(plan: dict[str, Any], committed: dict[str, Any] | None) -> bool:
+    """Whether phase C writes anything: usable windows, and a new store or new table rows."""
+    return bool(plan["n_ok_total"]) and (committed is None or bool(plan["new_rows"]))
 
 
 def _write_1d(root: Any, name: str, dim: str, values: np.ndarray, start: int,

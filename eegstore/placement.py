@@ -79,8 +79,9 @@ def task_bounds(n_chunks: int, per_task: int, *, slots: int = 1, last: bool = Fa
         return [(a, min(a + per_task, n_chunks)) for a in range(0, n_chunks, per_task)]
     if n_chunks <= 0:
         return []
-    rounds = -(-n_chunks // (per_task * max(1, slots)))  # tasks per slot
-    n_tasks = min(n_chunks, rounds * max(1, slots))
+    slots = max(1, slots)
+    rounds = -(-n_chunks // (per_task * slots))  # tasks per slot
+    n_tasks = min(n_chunks, rounds * slots)
     cuts = [i * n_chunks // n_tasks for i in range(n_tasks + 1)]
     return list(itertools.pairwise(cuts))
 

@@ -16,6 +16,7 @@ from benchmarks.__main__ import main as bench_main
 from benchmarks.build import codec_sweep, pick_best_codec
 from benchmarks.datasets import prepare_loading_data, windows_for_gb
 from benchmarks.loaders import run_spec
+from benchmarks.machine import cpu_scaling
 from benchmarks.procmon import (
     TreeSampler,
     evict_from_page_cache,
@@ -24,7 +25,6 @@ from benchmarks.procmon import (
     read_files,
     run_child,
 )
-from benchmarks.machine import cpu_scaling
 from benchmarks.report import REQUIRED_FIELDS, evaluate_targets, speedup_factors
 
 REPO = Path(__file__).resolve().parents[1]
