@@ -4,8 +4,9 @@ Design (every step is idempotent, so a killed build re-run with the same
 command finishes with the same store as an uninterrupted one):
 
 Phase A, one task per recording (holds one recording)
-    read -> preprocess -> validate -> window; the windows (store dtype) go to
-    ``<store>/_staging/<recording>/windows.npy`` and the per-window
+    read -> preprocess -> validate -> window; the samples the windows cover (store
+    dtype, overlapping windows staged once) go to ``<store>/_staging/<recording>/``
+    (``signal.npy``, and ``offsets.npy``: where each window starts in it) and the per-window
     coordinates plus status/reason to ``done.json``, written last and
     atomically (it marks the recording finished; skipped recordings get one
     too).  A re-run skips recordings with a ``done.json`` or already in the store.
@@ -97,8 +98,9 @@ __all__ = [
 ]
 
 STAGING = "_staging"
-#: Bytes of windows cast and written at a time when a recording is staged.
-STAGE_BATCH_BYTES = 8 * 2**20
+#: A staged recording: the samples of its windows, and where each window starts in them.
+STAGED_SIGNAL = "signal.npy"
+STAGED_OFFSETS = "offsets.npy"
 #: Folder in staging with one record per written chunk (for resuming).
 CHUNK_RECORDS = "chunks"
 #: Chunks written by one phase-B task.  Ready chunks wait until they fill a task (the
@@ -258,56 +260,131 @@ def _read_json(fs: Any, path: str) -> dict[str, Any] | None:
         return None  # torn or unreadable: treat as not written
 
 
-def _save_windows(fs: Any, path: str, data: np.ndarray, starts: np.ndarray, w: int,
-                  dtype: np.dtype[Any]) -> None:
-    """Write ``data[:, s:s + w]`` for each start as one ``(n, channel, w)`` .npy file.
+def _stage_layout(starts: np.ndarray, window_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where windows sit in a recording's staged signal: the union of the windows.
 
-    Windows are cast and written a batch at a time through one reused buffer, so
-    staging a recording allocates no array the size of its windows.
+    Overlapping (or touching) windows share their samples, so a recording is staged
+    once however much its windows overlap, and disjoint windows are staged back to
+    back without the samples between them.
+
+    Parameters
+    ----------
+    starts : ndarray of int
+        First sample of each window in the recording, in any order.
+    window_samples : int
+        Samples per window.
+
+    Returns
+    -------
+    runs : ndarray of int64, shape (n_runs, 2)
+        ``[start, stop)`` sample ranges of the recording, in order, that are staged.
+    offsets : ndarray of int64, shape (n_windows,)
+        First sample of each window in the staged signal (the runs laid end to end).
     """
-    n, c = len(starts), data.shape[0]
+    w = int(window_samples)
+    starts = np.asarray(starts, dtype=np.int64)
+    if len(starts) == 0:
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
+    order = np.argsort(starts, kind="stable")
+    s = starts[order]
+    new = np.ones(len(s), dtype=bool)
+    new[1:] = s[1:] > s[:-1] + w  # sorted: a window overlaps the run of the one before
+    first = np.flatnonzero(new)
+    last = np.append(first[1:] - 1, len(s) - 1)
+    runs = np.stack([s[first], s[last] + w], axis=1)
+    lengths = runs[:, 1] - runs[:, 0]
+    run_offset = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    run_of = np.cumsum(new) - 1
+    offsets = np.empty(len(s), dtype=np.int64)
+    offsets[order] = run_offset[run_of] + (s - runs[run_of, 0])
+    return runs, offsets
+
+
+def _save_signal(fs: Any, sdir: str, data: np.ndarray, starts: np.ndarray, w: int,
+                 dtype: np.dtype[Any]) -> None:
+    """Stage the samples of a recording's windows: ``signal.npy`` and ``offsets.npy``.
+
+    ``signal.npy`` is ``(channel, samples)`` in the store dtype and holds the union of the
+    windows (:func:`_stage_layout`); ``offsets.npy`` holds each window's first sample in
+    it.  Overlapping windows (challenge2's 4 s windows at a 2 s stride) are staged once,
+    which halves what a build writes to and reads back from staging.  One channel is
+    cast and written at a time, so staging allocates no array the size of the recording.
+    """
+    runs, offsets = _stage_layout(starts, w)
+    c = data.shape[0]
+    n = int((runs[:, 1] - runs[:, 0]).sum())
     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
-              "shape": (n, c, w)}
-    batch = max(1, STAGE_BATCH_BYTES // (c * w * dtype.itemsize))
-    buf = np.empty((min(batch, n), c, w), dtype=dtype)
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with fs.open(path, "wb") as fh:
+              "shape": (c, n)}
+    row = np.empty(n, dtype=dtype)
+    fs.makedirs(sdir, exist_ok=True)
+    with fs.open(f"{sdir}/{STAGED_OFFSETS}", "wb") as fh:
+        np.lib.format.write_array(fh, offsets, allow_pickle=False)
+    with fs.open(f"{sdir}/{STAGED_SIGNAL}", "wb") as fh:
         np.lib.format.write_array_header_2_0(fh, header)
-        for b0 in range(0, n, batch):
-            part = starts[b0:b0 + batch]
-            out = buf[:len(part)]
-            for i, s in enumerate(part):
-                out[i] = data[:, s:s + w]
-            fh.write(out.data)
+        for ch in range(c):
+            pos = 0
+            for a, b in runs:
+                row[pos:pos + b - a] = data[ch, a:b]
+                pos += b - a
+            fh.write(row.data)
 
 
-def _read_npy_rows_into(fs: Any, path: str, start: int, out: np.ndarray) -> None:
-    """Fill ``out`` with rows ``start:start + len(out)`` of a C-ordered .npy file.
+def _npy_header(fh: Any, path: str) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(fh)  # type: ignore[no-any-return]
+    return np.lib.format.read_array_header_2_0(fh)  # type: ignore[no-any-return]
 
-    Only those bytes are read, straight into ``out`` (no intermediate copy).
+
+def _read_windows_into(fs: Any, sdir: str, start: int, out: np.ndarray) -> None:
+    """Fill ``out`` with windows ``start:start + len(out)`` of a staged recording.
+
+    A local staged signal is memory-mapped and the windows copied straight out of
+    it; elsewhere (an object store) only the staged samples those windows span are
+    read, one channel at a time, into a buffer the windows are then copied out of.
     """
-    with fs.open(path, "rb") as fh:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-        if fortran or tuple(shape[1:]) != tuple(out.shape[1:]) or dtype != out.dtype:
-            raise StoreError(f"expected a C-ordered {out.dtype} staging array of rows "
-                             f"{tuple(out.shape[1:])} in {path}, got {dtype} {tuple(shape)}; "
-                             "delete its done.json and re-run the build")
-        row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
-        fh.seek(fh.tell() + start * row)
-        view = out.data.cast("B")
-        got = 0
-        while got < len(view):
-            n = fh.readinto(view[got:])
-            if not n:
-                break
-            got += n
-    if got != len(view):
-        raise StoreError(f"expected {len(out)} rows in staging array {path}, got a short "
-                         "file; delete its done.json and re-run the build")
+    from fsspec.implementations.local import LocalFileSystem
+
+    n_win = len(out)
+    c, w = out.shape[1], out.shape[2]
+    path = f"{sdir}/{STAGED_SIGNAL}"
+    short = StoreError(f"expected a whole staged signal in {path}, got a short file; "
+                       "delete its done.json and re-run the build")
+    src: np.ndarray
+    try:
+        with fs.open(f"{sdir}/{STAGED_OFFSETS}", "rb") as fh:
+            offsets = np.lib.format.read_array(fh, allow_pickle=False)[start:start + n_win]
+        with fs.open(path, "rb") as fh:
+            shape, fortran, dtype = _npy_header(fh, path)
+            if fortran or len(shape) != 2 or shape[0] != c or dtype != out.dtype \
+                    or len(offsets) != n_win or int(offsets.max()) + w > shape[1]:
+                raise StoreError(f"expected a C-ordered {out.dtype} staged signal of {c} "
+                                 f"channels holding windows {start}:{start + n_win} in {path}, "
+                                 f"got {dtype} {tuple(shape)}; delete its done.json and re-run "
+                                 "the build")
+            a, b = int(offsets.min()), int(offsets.max()) + w
+            base = fh.tell()
+            if isinstance(fs, LocalFileSystem):
+                if base + c * int(shape[1]) * dtype.itemsize > os.path.getsize(path):
+                    raise short
+                src = np.memmap(path, dtype=dtype, mode="r", offset=base,
+                                shape=tuple(shape))[:, a:b]
+            else:
+                src = np.empty((c, b - a), dtype=dtype)
+                for ch in range(c):
+                    fh.seek(base + (ch * int(shape[1]) + a) * dtype.itemsize)
+                    view = src[ch].data.cast("B")
+                    got = 0
+                    while got < len(view):
+                        k = fh.readinto(view[got:])
+                        if not k:
+                            raise short
+                        got += k
+    except FileNotFoundError:
+        raise StoreError(f"expected staged windows in {sdir}, got none; delete its done.json "
+                         "and re-run the build") from None
+    for i, o in enumerate(offsets - a):
+        out[i] = src[:, o:o + w]
 
 
 def _versions() -> dict[str, str]:
@@ -392,8 +469,7 @@ def _stage_recording(rec: Any, *, config: dict[str, Any], store: str,
             raise RecordingError(f"no windows: expected at least one, got none "
                                  f"({win.n_dropped} past the recording's end)")
         w = win.window_samples
-        _save_windows(fs, f"{sdir}/windows.npy", data, np.asarray(win.starts), w,
-                      np.dtype(config["dtype"]))
+        _save_signal(fs, sdir, data, np.asarray(win.starts), w, np.dtype(config["dtype"]))
         del data, raw
         meta.update(status="ok", n_windows=len(win), n_dropped=int(win.n_dropped), sfreq=sfreq,
                     channels=ch_names,
@@ -435,8 +511,7 @@ def _write_chunks(jobs: list[ChunkJob], signatures: list[str], *, store: str,
             if source == "":  # the committed windows of a trailing partial chunk
                 rows[...] = arr[start + dst:start + dst + len(rows)]
             else:
-                _read_npy_rows_into(fs, f"{root}/{STAGING}/{source}/windows.npy", src_start,
-                                    rows)
+                _read_windows_into(fs, f"{root}/{STAGING}/{source}", src_start, rows)
         arr[start:start + job.n_windows] = block
         crc = zlib.crc32(block.data) & 0xFFFFFFFF  # C-contiguous: no copy
         _atomic_write(fs, f"{root}/{STAGING}/{CHUNK_RECORDS}/{job.chunk}.json",
@@ -824,7 +899,7 @@ def _resume_records(fs: Any, root: str, ids: Sequence[str], n_old: int
             d = d.rstrip("/")
             done = _read_json(fs, f"{d}/done.json") if fs.isdir(d) else None
             if done is not None and done.get("status") == "ok" \
-                    and not fs.exists(f"{d}/windows.npy"):
+                    and not fs.exists(f"{d}/{STAGED_SIGNAL}"):
                 fs.rm(f"{d}/done.json")
     if prev is None or prev.get("signature") != signature:
         _atomic_write(fs, f"{sdir}/todo.json", json.dumps({"signature": signature}).encode())
@@ -912,10 +987,11 @@ def _run_pipeline(client: Any, todo: list[Any], dup_reasons: dict[str, str],
         for name in set(job.sources):
             remaining[name] -= 1
             if remaining[name] == 0:  # every window of it is in the store now
-                try:
-                    fs.rm(f"{root}/{STAGING}/{name}/windows.npy")
-                except FileNotFoundError:
-                    pass
+                for staged in (STAGED_SIGNAL, STAGED_OFFSETS):
+                    try:
+                        fs.rm(f"{root}/{STAGING}/{name}/{staged}")
+                    except FileNotFoundError:
+                        pass
 
     def schedule() -> None:
         nonlocal arr

@@ -158,7 +158,7 @@ def test_killed_build_resumed_with_more_recordings(rel_source, rel_cluster, tmp_
     killed = _run(cmd, "chunk:1", cwd=tmp_path)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     staged = [p.parent.name for p in (store / "_staging").glob("*/done.json")]
-    consumed = [n for n in staged if not (store / "_staging" / n / "windows.npy").exists()]
+    consumed = [n for n in staged if not (store / "_staging" / n / "signal.npy").exists()]
     assert consumed, "expected a recording whose windows were all written and deleted"
     assert list((store / "_staging" / "chunks").glob("*.json"))
     cmd[cmd.index("--subjects") + 1:cmd.index("--subjects") + 2] = [first, second]
