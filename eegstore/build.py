@@ -329,7 +329,7 @@ def _save_signal(fs: Any, sdir: str, data: np.ndarray, starts: np.ndarray, w: in
             fh.write(row.data)
 
 
-def _npy_header(fh: Any, path: str) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+def _npy_header(fh: Any) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
     version = np.lib.format.read_magic(fh)
     if version == (1, 0):
         return np.lib.format.read_array_header_1_0(fh)  # type: ignore[no-any-return]
@@ -339,23 +339,17 @@ def _npy_header(fh: Any, path: str) -> tuple[tuple[int, ...], bool, np.dtype[Any
 def _read_windows_into(fs: Any, sdir: str, start: int, out: np.ndarray) -> None:
     """Fill ``out`` with windows ``start:start + len(out)`` of a staged recording.
 
-    A local staged signal is memory-mapped and the windows copied straight out of
-    it; elsewhere (an object store) only the staged samples those windows span are
-    read, one channel at a time, into a buffer the windows are then copied out of.
+    Only the staged samples those windows span are read, one channel at a time,
+    into a buffer the windows are then copied out of.
     """
-    from fsspec.implementations.local import LocalFileSystem
-
     n_win = len(out)
     c, w = out.shape[1], out.shape[2]
     path = f"{sdir}/{STAGED_SIGNAL}"
-    short = StoreError(f"expected a whole staged signal in {path}, got a short file; "
-                       "delete its done.json and re-run the build")
-    src: np.ndarray
     try:
         with fs.open(f"{sdir}/{STAGED_OFFSETS}", "rb") as fh:
             offsets = np.lib.format.read_array(fh, allow_pickle=False)[start:start + n_win]
         with fs.open(path, "rb") as fh:
-            shape, fortran, dtype = _npy_header(fh, path)
+            shape, fortran, dtype = _npy_header(fh)
             if fortran or len(shape) != 2 or shape[0] != c or dtype != out.dtype \
                     or len(offsets) != n_win or int(offsets.max()) + w > shape[1]:
                 raise StoreError(f"expected a C-ordered {out.dtype} staged signal of {c} "
@@ -363,28 +357,24 @@ def _read_windows_into(fs: Any, sdir: str, start: int, out: np.ndarray) -> None:
                                  f"got {dtype} {tuple(shape)}; delete its done.json and re-run "
                                  "the build")
             a, b = int(offsets.min()), int(offsets.max()) + w
+            buf = np.empty((c, b - a), dtype=dtype)
             base = fh.tell()
-            if isinstance(fs, LocalFileSystem):
-                if base + c * int(shape[1]) * dtype.itemsize > os.path.getsize(path):
-                    raise short
-                src = np.memmap(path, dtype=dtype, mode="r", offset=base,
-                                shape=tuple(shape))[:, a:b]
-            else:
-                src = np.empty((c, b - a), dtype=dtype)
-                for ch in range(c):
-                    fh.seek(base + (ch * int(shape[1]) + a) * dtype.itemsize)
-                    view = src[ch].data.cast("B")
-                    got = 0
-                    while got < len(view):
-                        k = fh.readinto(view[got:])
-                        if not k:
-                            raise short
-                        got += k
+            for ch in range(c):
+                fh.seek(base + (ch * int(shape[1]) + a) * dtype.itemsize)
+                view = buf[ch].data.cast("B")
+                got = 0
+                while got < len(view):
+                    k = fh.readinto(view[got:])
+                    if not k:
+                        raise StoreError(f"expected a whole staged signal in {path}, got a "
+                                         "short file; delete its done.json and re-run the "
+                                         "build")
+                    got += k
     except FileNotFoundError:
         raise StoreError(f"expected staged windows in {sdir}, got none; delete its done.json "
                          "and re-run the build") from None
     for i, o in enumerate(offsets - a):
-        out[i] = src[:, o:o + w]
+        out[i] = buf[:, o:o + w]
 
 
 def _versions() -> dict[str, str]:

@@ -46,7 +46,7 @@ def test_layout_of_overlapping_and_disjoint_windows() -> None:
 
 @pytest.fixture(params=["local", "memory"])
 def staging_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A local staging folder (memory-mapped reads) or an fsspec one (buffered reads)."""
+    """A local staging folder or an in-memory fsspec one."""
     return str(tmp_path) if request.param == "local" else f"memory://{tmp_path.name}"
 
 
