@@ -37,7 +37,9 @@ Phase C, on the client
 
 The build's own LocalCluster starts in a background thread while the client
 discovers recordings and inspects the store, and closes in the background
-while phase C commits: neither needs the cluster.
+while phase C commits: neither needs the cluster.  Its workers are forked from a
+forkserver that imports what they need while the client starts up
+(:mod:`eegstore._forkserver`).
 
 Readers open with consolidated metadata, which changes only at the commit, so
 they never see half-written windows; a resumed build reads the committed state
@@ -71,6 +73,8 @@ from typing import Any
 
 import numpy as np
 
+from eegstore import _forkserver
+from eegstore._forkserver import MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES
 from eegstore.errors import BuildError, ConfigError, RecordingError, StoreError
 from eegstore.placement import TARGET_CHUNK_BYTES, ChunkJob, Placer, task_bounds
 from eegstore.preprocessing import (
@@ -585,21 +589,22 @@ LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
     "distributed.worker.memory.monitor-interval": "500ms",
 }
 
-#: glibc malloc settings of the build's own worker processes (added to Dask's
-#: ``distributed.nanny.pre-spawn-environ``).  Dask sets ``MALLOC_TRIM_THRESHOLD_`` to
-#: 64 KiB, which also freezes glibc's mmap threshold at 128 KiB: every recording-sized
-#: array (and every chunk buffer) is then a fresh mmap whose pages the kernel faults
-#: in and zeroes one by one, for every recording.  Arrays below 64 MiB now come from the
-#: heap, and up to 128 MiB of freed heap is kept for the next recording.  In the build
-#: suite of ``python -m benchmarks run`` this cut a build's CPU time by about a quarter
-#: and raised its peak memory by about 60 MB per worker.
+#: glibc malloc settings of the build's own worker processes when they are spawned
+#: (added to Dask's ``distributed.nanny.pre-spawn-environ``; forked ones get them from
+#: :mod:`eegstore._forkserver`).  Dask sets ``MALLOC_TRIM_THRESHOLD_`` to 64 KiB, which
+#: also freezes glibc's mmap threshold at 128 KiB: every recording-sized array (and
+#: every chunk buffer) is then a fresh mmap whose pages the kernel faults in and zeroes
+#: one by one, for every recording.  In the build suite of ``python -m benchmarks run``
+#: these settings cut a build's CPU time by about a quarter and raised its peak memory
+#: by about 60 MB per worker.
 WORKER_MALLOC_ENV: dict[str, int] = {
-    "MALLOC_MMAP_THRESHOLD_": 64 * 2**20,
-    "MALLOC_TRIM_THRESHOLD_": 128 * 2**20,
+    "MALLOC_MMAP_THRESHOLD_": MMAP_THRESHOLD_BYTES,
+    "MALLOC_TRIM_THRESHOLD_": TRIM_THRESHOLD_BYTES,
 }
 
 
-def _get_client(workers: int, scheduler: Any, store: str) -> tuple[Any, Any]:
+def _get_client(workers: int, scheduler: Any, store: str, *, forkserver: bool = False
+                ) -> tuple[Any, Any]:
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
@@ -611,7 +616,16 @@ def _get_client(workers: int, scheduler: Any, store: str) -> tuple[Any, Any]:
     processes = not store.startswith("memory://")  # memory:// lives in one process
     environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}),
                **WORKER_MALLOC_ENV}
-    with dask.config.set({**LOCAL_CLUSTER_CONFIG,
+    method: dict[str, Any] = {}
+    if processes and forkserver:
+        import distributed.utils as du
+
+        # Dask would otherwise import numpy, pandas and lz4 here (two seconds) only to
+        # name them as preloads of a forkserver that is running already
+        if getattr(du, "_forkserver_preload_set", None) is False:
+            du._forkserver_preload_set = True
+        method = {"distributed.worker.multiprocessing-method": "forkserver"}
+    with dask.config.set({**LOCAL_CLUSTER_CONFIG, **method,
                           "distributed.nanny.pre-spawn-environ": environ}):
         # only critical logs: a worker whose heartbeat races the scheduler's shutdown logs
         # a harmless CommClosedError traceback at ERROR level after a successful build,
@@ -624,10 +638,11 @@ def _get_client(workers: int, scheduler: Any, store: str) -> tuple[Any, Any]:
 class _DaskSession:
     """The build's Dask client, started and closed in a background thread.
 
-    Starting a LocalCluster (spawning workers) takes about a second, as does
-    closing it; both overlap with the client's own work (discovering recordings
-    and inspecting the store before, the commit after), which does not need
-    the cluster.  A client or cluster that was never needed is closed unused.
+    Starting a LocalCluster (forking workers from :mod:`eegstore._forkserver`, whose
+    imports start at once) takes about a second, as does closing it; both overlap
+    with the client's own work (discovering recordings and inspecting the store
+    before, the commit after), which does not need the cluster.  A client or
+    cluster that was never needed is closed unused.
     """
 
     def __init__(self, workers: int, scheduler: Any, store: str) -> None:
@@ -637,8 +652,11 @@ class _DaskSession:
         # distributed is imported already (importing it is left to the background thread)
         dist = sys.modules.get("distributed")
         self._owns_client = dist is None or not isinstance(scheduler, dist.Client)
+        own = scheduler is None and not store.startswith("memory://")
+        forkserver = own and _forkserver.start()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eegstore-dask")
-        self._started = self._pool.submit(_get_client, workers, scheduler, store)
+        self._started = self._pool.submit(_get_client, workers, scheduler, store,
+                                          forkserver=forkserver)
         self._closing: Any = None
 
     def client(self) -> Any:

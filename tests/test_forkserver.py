@@ -1,0 +1,48 @@
+"""The build's own workers fork from a forkserver that already imported what they need."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from eegstore import _forkserver
+from eegstore.build import _DaskSession
+
+
+@pytest.mark.skipif("forkserver" not in __import__("multiprocessing").get_all_start_methods(),
+                    reason="no forkserver on this platform")
+def test_build_workers_fork_from_the_preloaded_forkserver(tmp_path: Path) -> None:
+    def state() -> dict[str, object]:  # nested: shipped by value, so it imports nothing
+        return {"ppid": os.getppid(), "mne": "mne.io" in sys.modules,
+                "build": "eegstore.build" in sys.modules,
+                "omp": os.environ.get("OMP_NUM_THREADS")}
+
+    session = _DaskSession(2, None, str(tmp_path / "s.zarr"))
+    try:
+        states = list(session.client().run(state).values())
+    finally:
+        session.close(wait=True)
+    assert len(states) == 2
+    parents = {s["ppid"] for s in states}
+    assert len(parents) == 1 and os.getpid() not in parents  # one forkserver, not this process
+    for s in states:
+        assert s["mne"] and s["build"], s  # imported before any task ran
+        assert s["omp"] == "1", s
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_tune_malloc_sets_the_glibc_thresholds() -> None:
+    assert _forkserver.tune_malloc()
+
+
+def test_the_forkserver_helpers_import_nothing_heavy() -> None:
+    import subprocess
+
+    code = ("import sys, eegstore._forkserver, eegstore.build; "
+            "print([m for m in ('mne', 'zarr', 'distributed', 'pandas') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
