@@ -57,3 +57,16 @@ def start() -> bool:
         multiprocessing.get_context("forkserver").set_forkserver_preload([PRELOAD])
     forkserver.ensure_running()
     return True
+
+
+def stop() -> None:
+    """Stop this process's forkserver, if it runs, and wait for it to exit.
+
+    The CLI does this after a build: the forkserver has reaped the workers it forked, so
+    the build process's own account of its children's CPU time then includes theirs.
+    """
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    if getattr(server, "_forkserver_pid", None):
+        server._stop()  # type: ignore[union-attr]

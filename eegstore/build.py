@@ -1350,11 +1350,15 @@ def run(args: argparse.Namespace) -> int:
                 params["stride_s"] = args.stride_s
     subjects = _parse_subjects(args.subjects)
     recipe = get_recipe(args.recipe, **params)
-    report = build_store(args.source, args.store, recipe, tasks=args.tasks,
-                         subjects=subjects, workers=args.workers, scheduler=args.scheduler,
-                         chunk_windows=args.chunk_windows, dtype=args.dtype,
-                         compressor=args.compressor, preprocessing=_steps_from_args(args),
-                         progress=not args.no_progress)
+    try:
+        report = build_store(args.source, args.store, recipe, tasks=args.tasks,
+                             subjects=subjects, workers=args.workers,
+                             scheduler=args.scheduler, chunk_windows=args.chunk_windows,
+                             dtype=args.dtype, compressor=args.compressor,
+                             preprocessing=_steps_from_args(args),
+                             progress=not args.no_progress)
+    finally:
+        _forkserver.stop()  # a library caller's next build reuses it; a command's does not
     print(report)
     for rid, reason in list(report.skipped.items())[:20]:
         print(f"  skipped {rid}: {reason}")
