@@ -43,9 +43,10 @@ PRELOAD = "eegstore._forkserver_preload"
 def start() -> bool:
     """Start this process's forkserver with :data:`PRELOAD`, unless it runs already.
 
-    Returns at once (the preload runs in the server) and says whether the platform has
-    forkservers (else workers are spawned).  A forkserver already running is reused,
-    whatever it preloaded: its workers then import what they need themselves.
+    Returns at once (the preload runs in the server) and says whether a forkserver runs
+    (else workers are spawned: no forkservers on this platform, or it could not start).
+    A forkserver already running is reused, whatever it preloaded: its workers then
+    import what they need themselves.
     """
     import multiprocessing
 
@@ -55,7 +56,10 @@ def start() -> bool:
 
     if not getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None):
         multiprocessing.get_context("forkserver").set_forkserver_preload([PRELOAD])
-    forkserver.ensure_running()
+    try:
+        forkserver.ensure_running()
+    except OSError:  # no socket or process for it here: spawn the workers instead
+        return False
     return True
 
 

@@ -46,3 +46,13 @@ def test_the_forkserver_helpers_import_nothing_heavy() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_a_forkserver_that_cannot_start_falls_back_to_spawned_workers(monkeypatch) -> None:
+    from multiprocessing import forkserver
+
+    def refuse() -> None:
+        raise OSError("no AF_UNIX sockets here")
+
+    monkeypatch.setattr(forkserver, "ensure_running", refuse)
+    assert _forkserver.start() is False
