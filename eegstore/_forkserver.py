@@ -14,6 +14,7 @@ would miss: one BLAS/OpenMP thread per worker, and glibc's malloc thresholds
 from __future__ import annotations
 
 import ctypes
+from typing import Any
 
 #: Arrays below this come from the heap instead of a fresh mmap, whose pages the kernel
 #: faults in and zeroes one by one: every recording-sized array and chunk buffer.
@@ -54,7 +55,7 @@ def start() -> bool:
         return False
     from multiprocessing import forkserver
 
-    if not getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None):
+    if _running() is None:
         multiprocessing.get_context("forkserver").set_forkserver_preload([PRELOAD])
     try:
         forkserver.ensure_running()
@@ -69,8 +70,14 @@ def stop() -> None:
     The CLI does this after a build: the forkserver has reaped the workers it forked, so
     the build process's own account of its children's CPU time then includes theirs.
     """
+    server = _running()
+    if server is not None:
+        server._stop()
+
+
+def _running() -> Any:
+    """Return the multiprocessing forkserver of this process if it runs, else ``None``."""
     from multiprocessing import forkserver
 
     server = getattr(forkserver, "_forkserver", None)
-    if getattr(server, "_forkserver_pid", None):
-        server._stop()  # type: ignore[union-attr]
+    return server if getattr(server, "_forkserver_pid", None) else None

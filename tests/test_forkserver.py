@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from eegstore import _forkserver
 from eegstore.build import _DaskSession
 
 
-@pytest.mark.skipif("forkserver" not in __import__("multiprocessing").get_all_start_methods(),
+@pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods(),
                     reason="no forkserver on this platform")
 def test_build_workers_fork_from_the_preloaded_forkserver(tmp_path: Path) -> None:
     def state() -> dict[str, object]:  # nested: shipped by value, so it imports nothing
