@@ -37,13 +37,16 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
                      help="where to write the benchmark data (kept and reused); default a "
                           "temporary directory removed afterwards")
+    run.add_argument("--build-tasks", nargs="+", metavar="TASK",
+                     help="tasks of the synthetic release the build suite builds (default "
+                          "all ten HBN tasks, as in a real release; quick: RestingState)")
     return parser
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     cfg = RunConfig.make(args.out, quick=args.quick, sizes_gb=args.sizes, workers=args.workers,
                          suites=args.suites, data_dir=args.data_dir,
-                         keep_data=args.data_dir is not None)
+                         keep_data=args.data_dir is not None, build_tasks=args.build_tasks)
     result = run_benchmarks(cfg)
     for t in result["targets"]:
         mark = {True: "PASS", False: "MISS", None: "n/a "}[t["passed"]]

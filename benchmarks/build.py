@@ -56,7 +56,9 @@ def _synth(cfg: Any, root: Path) -> tuple[Path | None, dict[str, Any]]:
     if out.exists() and any(out.rglob("*.bdf")):
         shutil.rmtree(out)
     argv = python_argv("eegstore", "synth", str(out), "--subjects", str(cfg.synth_subjects),
-                       "--workers", "2", "--tasks", *cfg.build_tasks)
+                       "--workers", "2")
+    if cfg.build_tasks:  # else every task, as in a real release
+        argv += ["--tasks", *cfg.build_tasks]
     meta = _metadata_dir()
     if meta is not None and cfg.synth_subjects > 20:
         argv += ["--metadata", str(meta)]
@@ -72,7 +74,21 @@ def _synth(cfg: Any, root: Path) -> tuple[Path | None, dict[str, Any]]:
         desc = sorted(out.rglob("dataset_description.json"), key=lambda p: len(p.parts))
         if desc:
             root_dir = desc[0].parent
+        rec.update(_release_summary(root_dir))
     return (root_dir if ok else None), rec
+
+
+def _release_summary(bids: Path) -> dict[str, Any]:
+    """Subjects, tasks and hours of recording of a BIDS tree (from its JSON sidecars)."""
+    subjects: set[str] = set()
+    tasks: set[str] = set()
+    seconds = 0.0
+    for sidecar in bids.glob("sub-*/eeg/*_eeg.json"):
+        subjects.add(sidecar.parts[-3])
+        tasks.add(sidecar.name.split("_task-")[1].split("_")[0])
+        seconds += float(json.loads(sidecar.read_text()).get("RecordingDuration", 0.0))
+    return {"n_subjects": len(subjects), "tasks": sorted(tasks),
+            "recording_hours": round(seconds / 3600, 2)}
 
 
 def _cpu_scaling_record(repeat: int, when: str, loops: int) -> dict[str, Any]:

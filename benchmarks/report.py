@@ -293,6 +293,13 @@ def write_markdown(path: Path, result: dict[str, Any]) -> None:
     scaling = [r for r in recs if r["suite"] == "build" and r["strategy"] == "cpu_scaling"]
     if build:
         lines += ["", "## Build", ""]
+        synth = next((r for r in build if r["strategy"] == "eegstore_synth"
+                      and r.get("status") == "ok" and r.get("tasks")), None)
+        if synth is not None:
+            lines += [f"Synthetic release (`eegstore synth`): {synth.get('n_subjects')} "
+                      f"subjects, {synth.get('n_recordings')} recordings, "
+                      f"{_fmt(synth.get('recording_hours'))} h of recording, tasks "
+                      f"{', '.join(synth['tasks'])}; built with `--recipe challenge2`.", ""]
         lines += _table(
             ["strategy", "workers", "repeat", "windows", "elapsed s", "windows/s", "peak RSS MB",
              "sum of process peaks MB", "peak PSS MB", "processes", "CPU s / wall s",

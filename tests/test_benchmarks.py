@@ -87,6 +87,11 @@ def test_quick_run_records_have_the_documented_fields(quick_run: tuple[Path, dic
     assert {r["cache"] for r in loading} == {"warm", "cold"}
     assert {r["suite"] for r in records} >= {"loading", "build", "codec", "gpu"}
     assert [t["name"] for t in result["targets"]]
+    # the synthetic release the build suite built: what it holds, from its sidecars
+    synth = [r for r in records if r["strategy"] == "eegstore_synth"]
+    assert len(synth) == 1 and synth[0]["status"] == "ok", synth
+    assert synth[0]["tasks"] == ["RestingState"] and synth[0]["n_subjects"] == 1
+    assert synth[0]["n_recordings"] >= 1 and synth[0]["recording_hours"] > 0
 
 
 def test_quick_run_stays_quick(quick_run: tuple[Path, dict, float]) -> None:
@@ -105,6 +110,15 @@ def test_cli_misuse_is_one_line_exit_2(capsys: pytest.CaptureFixture[str],
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "expected positive sizes" in err[0]
     assert bench_main(["run", "--suites", "nope"]) == 2
+
+
+def test_build_suite_builds_a_whole_release_unless_told_tasks(tmp_path: Path) -> None:
+    from benchmarks.runner import RunConfig
+
+    assert RunConfig.make(tmp_path, quick=False).build_tasks is None  # every task
+    assert RunConfig.make(tmp_path, quick=True).build_tasks == ["RestingState"]
+    cfg = RunConfig.make(tmp_path, quick=False, build_tasks=["RestingState", "DespicableMe"])
+    assert cfg.build_tasks == ["RestingState", "DespicableMe"]
 
 
 def test_tree_sampler_sums_children() -> None:

@@ -57,3 +57,27 @@ def test_a_forkserver_that_cannot_start_falls_back_to_spawned_workers(monkeypatc
 
     monkeypatch.setattr(forkserver, "ensure_running", refuse)
     assert _forkserver.start() is False
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_the_forkserver_skips_its_teardown_but_its_children_do_not() -> None:
+    import subprocess
+
+    # a process that imports the preload is a forkserver for this purpose: at its exit it
+    # flushes its output and leaves before earlier exit handlers (its teardown) run; a
+    # process forked from it is not the server, and exits as it chooses
+    code = """if True:
+        import atexit, os, sys
+        atexit.register(lambda: print("teardown ran"))
+        import eegstore._forkserver_preload as preload
+        pid = os.fork()
+        if pid == 0:
+            preload._leave_now()
+            os._exit(3)
+        _, status = os.waitpid(pid, 0)
+        sys.stdout.write(f"child exit {os.waitstatus_to_exitcode(status)}")
+        """
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "child exit 3"  # flushed, without the teardown's line
