@@ -1109,8 +1109,11 @@ def _write_1d(root: Any, name: str, dim: str, values: np.ndarray, start: int,
     if kind == "U":
         dtype: Any = str
         fill: Any = ""
-        values = np.asarray([str(v) for v in values], dtype=object).astype(str) \
-            if len(values) else np.zeros(0, dtype=str)
+        # an object array of str, as zarr's variable-length strings take it: 8 bytes per
+        # value (references; equal values often share one str), where a fixed-width
+        # numpy string array holds 4 bytes per character of the longest value
+        values = np.asarray([str(v) for v in values], dtype=object) if len(values) \
+            else np.zeros(0, dtype=str)
     elif kind == "i":
         dtype, fill = "int64", 0
         values = np.asarray(values, dtype=np.int64)
@@ -1143,6 +1146,24 @@ def _window_coord_kinds(rcp: Recipe) -> dict[str, str]:
     return kinds
 
 
+def _coord_piece(meta: dict[str, Any], rid: str, name: str, kind: str, n: int) -> np.ndarray:
+    """Coordinate ``name`` of the ``n`` windows of one staged recording (``meta``)."""
+    r = meta["recording"]
+    const = {"subject": r.get("subject", ""), "session": r.get("session", "") or "",
+             "task": r.get("task", ""), "run": r.get("run", "") or "",
+             "release": r.get("release", "") or "", "recording": rid}
+    if name in const:
+        return np.full(n, const[name], dtype=object)  # n references to one value
+    vals = meta["coords"].get(name)
+    if vals is None:
+        return np.full(n, math.nan) if kind == "f" else np.full(n, "", dtype=object)
+    if kind == "f":
+        return np.asarray(vals, dtype=np.float64)
+    if kind == "i":
+        return np.asarray(vals, dtype=np.int64)
+    return np.asarray(vals, dtype=object)
+
+
 def _write_tables(plan: dict[str, Any], committed: dict[str, Any] | None,
                   metas: dict[str, dict[str, Any]], url: str, so: dict[str, Any] | None,
                   rcp: Recipe) -> None:
@@ -1154,24 +1175,14 @@ def _write_tables(plan: dict[str, Any], committed: dict[str, Any] | None,
     root = _open_root(url, so)
     n_old = plan["n_old"]
     coord_kinds = _window_coord_kinds(rcp)
-    # per-window coordinates of the new windows, in placement order
-    cols: dict[str, list[Any]] = {name: [] for name in coord_kinds}
-    for rid, _first, n in plan["placed"]:
-        m = metas[rid]
-        r = m["recording"]
-        const = {"subject": r.get("subject", ""), "session": r.get("session", "") or "",
-                 "task": r.get("task", ""), "run": r.get("run", "") or "",
-                 "release": r.get("release", "") or "", "recording": rid}
-        for name in coord_kinds:
-            if name in const:
-                cols[name].extend([const[name]] * n)
-            else:
-                vals = m["coords"].get(name)
-                if vals is None:
-                    vals = [math.nan] * n if coord_kinds[name] == "f" else [""] * n
-                cols[name].extend(vals)
+    # per-window coordinates of the new windows, in placement order: one column at a time,
+    # from numpy pieces (a few bytes per window; the client holds every window's)
+    placed = plan["placed"]
     for name, kind in coord_kinds.items():
-        _write_1d(root, name, "window", np.asarray(cols[name], dtype=object), n_old, kind)
+        pieces = [_coord_piece(metas[rid], rid, name, kind, n) for rid, _first, n in placed]
+        column = np.concatenate(pieces) if pieces else np.zeros(0, dtype=object)
+        _write_1d(root, name, "window", column, n_old, kind)
+        del pieces, column
     # per-recording table
     r_old = len(committed["ids"]) if committed else 0
     first_of = {rid: first for rid, first, _n in plan["placed"]}
