@@ -8,7 +8,6 @@ process tree (Dask scheduler, nanny and worker processes) is sampled.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -22,6 +21,7 @@ from benchmarks.datasets import bytes_on_disk, prepare_loading_data
 from benchmarks.loading import measure_loader
 from benchmarks.machine import cpu_scaling
 from benchmarks.procmon import evict_from_page_cache, python_argv, read_files, run_child
+from eegstore.sources import discover_recordings
 
 __all__ = ["codec_sweep", "pick_best_codec", "run_build_suite"]
 
@@ -74,21 +74,14 @@ def _synth(cfg: Any, root: Path) -> tuple[Path | None, dict[str, Any]]:
         desc = sorted(out.rglob("dataset_description.json"), key=lambda p: len(p.parts))
         if desc:
             root_dir = desc[0].parent
-        rec.update(_release_summary(root_dir))
     return (root_dir if ok else None), rec
 
 
-def _release_summary(bids: Path) -> dict[str, Any]:
-    """Subjects, tasks and hours of recording of a BIDS tree (from its JSON sidecars)."""
-    subjects: set[str] = set()
-    tasks: set[str] = set()
-    seconds = 0.0
-    for sidecar in bids.glob("sub-*/eeg/*_eeg.json"):
-        subjects.add(sidecar.parts[-3])
-        tasks.add(sidecar.name.split("_task-")[1].split("_")[0])
-        seconds += float(json.loads(sidecar.read_text()).get("RecordingDuration", 0.0))
-    return {"n_subjects": len(subjects), "tasks": sorted(tasks),
-            "recording_hours": round(seconds / 3600, 2)}
+def _release_summary(recordings: list[Any]) -> dict[str, Any]:
+    """Subjects, tasks and hours of recording of the discovered ``recordings``."""
+    return {"n_subjects": len({r.subject for r in recordings}),
+            "tasks": sorted({r.task for r in recordings}),
+            "recording_hours": round(sum(r.duration_s for r in recordings) / 3600, 2)}
 
 
 def _cpu_scaling_record(repeat: int, when: str, loops: int) -> dict[str, Any]:
@@ -102,18 +95,16 @@ def _cpu_scaling_record(repeat: int, when: str, loops: int) -> dict[str, Any]:
             "together_s": sc["together_s"]}
 
 
-def _half_subjects(bids: Path) -> list[str]:
-    """Half of the subjects of ``bids``, holding the longest recording.
+def _half_subjects(recordings: list[Any]) -> list[str]:
+    """Half of the subjects of the discovered ``recordings``, holding the longest recording.
 
     A build's peak memory is bounded by its longest recording (one recording per
     worker), so the doubling comparison keeps that recording in both builds:
     subjects ranked by their longest recording, every other one from the first.
     """
     longest: dict[str, float] = {}
-    for sidecar in bids.glob("sub-*/eeg/*_eeg.json"):
-        subject = sidecar.parts[-3].removeprefix("sub-")
-        duration = float(json.loads(sidecar.read_text()).get("RecordingDuration", 0.0))
-        longest[subject] = max(longest.get(subject, 0.0), duration)
+    for r in recordings:
+        longest[r.subject] = max(longest.get(r.subject, 0.0), r.duration_s)
     ranked = sorted(longest, key=lambda s: (-longest[s], s))
     return sorted(ranked[::2])
 
@@ -327,7 +318,10 @@ def run_build_suite(cfg: Any, data_root: Path) -> tuple[list[dict[str, Any]], di
             # A CPU-bound loop in 1 and then 2 processes before and after each pair measures
             # how much the machine's second core adds at the time (virtual cores can share
             # a physical one): no parallel build can beat that
-            half = _half_subjects(bids) if cfg.synth_subjects >= 2 else None
+            # the recordings as the build discovers them: what the release holds
+            recordings = list(discover_recordings(bids))
+            synth_rec.update(_release_summary(recordings))
+            half = _half_subjects(recordings) if cfg.synth_subjects >= 2 else None
             for rep in range(cfg.build_repeats):
                 records.append(_cpu_scaling_record(rep, "before", cfg.cpu_scaling_loops))
                 for w in (1, 2):
