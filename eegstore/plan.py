@@ -26,18 +26,25 @@ Definitions
     shorter batch is kept unless ``drop_last``.
 *Partition*
     Global batches are dealt to ranks in contiguous, near-equal runs (rank
-    ``r`` of ``R`` gets batches ``[r*n//R, (r+1)*n//R)``); each rank's run is
-    cut the same way among its DataLoader workers.  Every consumer
-    ``(rank, worker)`` yields its batches in global order.  Contiguous runs keep
-    each consumer on its own chunks (read amplification close to 1); the
-    DataLoader then interleaves its workers' batches, so the batches a training
-    loop sees are the same global batches -- same windows, same within-batch
-    order -- whatever the worker count, and with ``num_workers=0`` and one rank
-    they arrive exactly in global order.  A consumer whose run starts inside a
-    buffer reads that buffer's chunks too, so with ``C`` consumers the read
-    amplification is about ``1 + (C - 1) * buffer_windows / selected_windows``
-    (plus unselected windows sharing chunks with selected ones);
-    :meth:`StreamPlan.read_stats` gives the exact figure.
+    ``r`` of ``R`` gets batches ``[r*n//R, (r+1)*n//R)``); within a rank,
+    batch ``k`` of the run goes to DataLoader worker ``k % W``.  A DataLoader
+    takes one batch from each worker in turn, so a training loop receives its
+    rank's batches in global order -- same windows, same order -- whatever the
+    number of workers (and of reading threads): training with 0, 1 or 4
+    workers sees identical batches.  Each worker still reads the chunks of
+    every buffer its batches draw from, so with ``W`` workers the read
+    amplification is about ``min(W, batches per buffer)`` (plus unselected
+    windows sharing chunks with selected ones); :meth:`StreamPlan.read_stats`
+    gives the exact figure.  With no workers, reading threads share one cache
+    and read every chunk once per buffer.
+*Read schedule*
+    :func:`schedule_reads` turns a consumer's batches into :class:`ReadPart`
+    steps: which chunk to read into which slot of a cache of ``capacity``
+    chunks (the same LRU :class:`ChunkCache` the read simulation runs, so
+    :meth:`StreamPlan.read_stats` stays exact), and which cache rows each
+    batch gathers.  A step names, for every slot it overwrites, the last
+    step that must have gathered from that slot first, so an executor may
+    read ahead on many threads without ever overwriting a chunk still needed.
 *Equal batches for DDP*
     ``equalize="drop"`` drops the last batch of the ranks holding one more
     batch than the others; ``equalize="pad"`` gives the ranks holding one batch
@@ -54,7 +61,7 @@ Definitions
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -65,6 +72,7 @@ from eegstore.errors import ConfigError
 __all__ = [
     "ChunkCache",
     "EpochPartition",
+    "ReadPart",
     "ReadStats",
     "StreamPlan",
     "batch_groups",
@@ -72,6 +80,7 @@ __all__ = [
     "crop_offsets",
     "mask_to_ranges",
     "ranges_to_mask",
+    "schedule_reads",
     "select_windows",
 ]
 
@@ -205,14 +214,16 @@ def select_windows(coords: Any, where: Any, n_windows: int) -> np.ndarray:
 
 
 def buffer_capacity(ram_budget: int, *, num_workers: int, prefetch_factor: int,
-                    chunk_nbytes: int, batch_nbytes: int) -> int:
+                    chunk_nbytes: int, batch_nbytes: int, decode_buffers: int = 1) -> int:
     """Chunks one consumer may cache under ``ram_budget`` bytes.
 
-    Each of ``W = max(1, num_workers)`` consumers holds ``M`` cached chunks, one
-    chunk being decoded, ``prefetch_factor`` batches queued by the DataLoader,
-    one being built, one gather temporary and one held by the training loop::
+    Each of ``W = max(1, num_workers)`` consumers holds ``M`` cached chunks,
+    ``D = decode_buffers`` chunks being read or decoded (one per reading
+    thread), ``prefetch_factor`` batches queued by the DataLoader (or built
+    ahead by the reading threads), one being built, one gather temporary and
+    one held by the training loop::
 
-        (M + 1) * chunk_nbytes + (prefetch_factor + 3) * batch_nbytes <= ram_budget / W
+        (M + D) * chunk_nbytes + (prefetch_factor + 3) * batch_nbytes <= ram_budget / W
 
     Parameters
     ----------
@@ -235,14 +246,15 @@ def buffer_capacity(ram_budget: int, *, num_workers: int, prefetch_factor: int,
     """
     workers = max(1, int(num_workers))
     per_worker = int(ram_budget) // workers
-    fixed = chunk_nbytes + (prefetch_factor + 3) * batch_nbytes
+    decoding = max(1, int(decode_buffers))
+    fixed = decoding * chunk_nbytes + (prefetch_factor + 3) * batch_nbytes
     m = (per_worker - fixed) // chunk_nbytes if per_worker > fixed else 0
     if m < 1:
-        need = workers * (2 * chunk_nbytes + (prefetch_factor + 3) * batch_nbytes)
+        need = workers * ((decoding + 1) * chunk_nbytes + (prefetch_factor + 3) * batch_nbytes)
         raise ConfigError(
-            f"expected ram_budget >= {need} bytes ({workers} worker(s) x (2 chunks of "
-            f"{chunk_nbytes} B + {prefetch_factor + 3} batches of {batch_nbytes} B)), got "
-            f"{int(ram_budget)}; raise ram_budget or lower batch_size / num_workers")
+            f"expected ram_budget >= {need} bytes ({workers} worker(s) x ({decoding + 1} chunks "
+            f"of {chunk_nbytes} B + {prefetch_factor + 3} batches of {batch_nbytes} B)), got "
+            f"{int(ram_budget)}; raise ram_budget or lower batch_size / num_workers / threads")
     return int(m)
 
 
@@ -296,6 +308,12 @@ class ChunkCache:
     def __contains__(self, chunk: int) -> bool:
         return chunk in self._items
 
+    def victim(self, chunk: int) -> Any:
+        """Value :meth:`get` would evict to load ``chunk`` (``None`` when nothing is)."""
+        if chunk in self._items or len(self._items) < self.capacity:
+            return None
+        return next(iter(self._items.values()))
+
     def get(self, chunk: int) -> Any:
         if chunk in self._items:
             self._items.move_to_end(chunk)
@@ -331,6 +349,99 @@ def batch_groups(batch: np.ndarray, chunk_windows: int,
         groups.append((c, pos, batch[pos] - c * chunk_windows))
     groups.sort(key=lambda g: (not cached(g[0]), int(g[1][0])))
     return groups
+
+
+@dataclass(frozen=True, eq=False)
+class ReadPart:
+    """One step of a read schedule: read some chunks into slots, then gather rows.
+
+    Attributes
+    ----------
+    batch : int
+        Ordinal of the batch (within the consumer's batches) this step fills.
+    last : bool
+        Whether this step completes its batch.
+    loads : tuple of (chunk, slot, after)
+        Read ``chunk`` into cache slot ``slot``; ``after`` is the step that last
+        gathered from that slot (it must be done before the read), or -1.
+    positions : numpy.ndarray
+        Positions in the batch this step fills (sorted).
+    rows : numpy.ndarray
+        Cache row of each of those windows: ``slot * chunk_windows + offset``.
+    """
+
+    batch: int
+    last: bool
+    loads: tuple[tuple[int, int, int], ...]
+    positions: np.ndarray
+    rows: np.ndarray
+
+
+def schedule_reads(batches: Iterable[np.ndarray], *, chunk_windows: int, capacity: int,
+                   chunk_len: Callable[[int], int]) -> Iterator[ReadPart]:
+    """Plan the chunk reads and gathers of a consumer's batches (lazily, in order).
+
+    Chunks are cached exactly as :meth:`StreamPlan.read_stats` simulates (an LRU
+    :class:`ChunkCache` of ``capacity`` chunks fed by :func:`batch_groups`).  A
+    batch is one step unless it needs more chunks than the cache holds; then it
+    is split so that no step reads over a slot it gathers from.
+
+    Parameters
+    ----------
+    batches : iterable of numpy.ndarray
+        Store positions of each batch, in delivery order.
+    chunk_windows : int
+        Windows per stored chunk.
+    capacity : int
+        Chunks the cache holds (slots ``0 .. capacity - 1``).
+    chunk_len : callable
+        Windows in a chunk (for the read statistics of the cache).
+
+    Yields
+    ------
+    ReadPart
+        The steps, in the order they must be gathered.
+    """
+    slots: list[int] = []
+
+    def load(chunk: int, recycled: Any) -> int:
+        if recycled is not None:
+            return int(recycled)
+        slots.append(len(slots))
+        return slots[-1]
+
+    cache = ChunkCache(capacity, load, chunk_len)
+    last_use: dict[int, int] = {}  # slot -> step that last gathered from it
+    step = 0
+    for b, batch in enumerate(batches):
+        batch = np.asarray(batch, dtype=np.int64)
+        loads: list[tuple[int, int, int]] = []
+        pos: list[np.ndarray] = []
+        rows: list[np.ndarray] = []
+        for chunk, p, local in batch_groups(batch, chunk_windows, cache.__contains__):
+            victim = cache.victim(chunk)
+            if victim is not None and last_use.get(int(victim)) == step:
+                yield _read_part(b, False, loads, pos, rows)  # the slot is needed: cut here
+                step += 1
+                loads, pos, rows = [], [], []
+            cached = chunk in cache
+            slot = int(cache.get(chunk))
+            if not cached:
+                loads.append((int(chunk), slot, last_use.get(slot, -1)))
+            last_use[slot] = step
+            pos.append(p)
+            rows.append(local + slot * chunk_windows)
+        yield _read_part(b, True, loads, pos, rows)
+        step += 1
+
+
+def _read_part(batch: int, last: bool, loads: list[tuple[int, int, int]],
+               pos: list[np.ndarray], rows: list[np.ndarray]) -> ReadPart:
+    p = np.concatenate(pos) if pos else np.zeros(0, dtype=np.int64)
+    r = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    order = np.argsort(p, kind="stable")
+    return ReadPart(batch=batch, last=last, loads=tuple(loads), positions=p[order].astype(np.int64),
+                    rows=r[order].astype(np.int64))
 
 
 # --------------------------------------------------------------------------- partition
@@ -372,8 +483,7 @@ class EpochPartition:
         w = max(1, self.num_workers)
         if not 0 <= worker < w:
             raise ConfigError(f"expected worker in [0, {w}), got {worker}")
-        b = _even_bounds(len(ids), w)
-        return ids[b[worker]:b[worker + 1]]
+        return ids[worker::w]
 
     def consumer_batches(self, rank: int, worker: int) -> list[np.ndarray]:
         """Window positions of each batch consumer ``(rank, worker)`` yields, in order."""

@@ -28,7 +28,7 @@ must receive the epoch and progress with each new iterator.
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -38,151 +38,30 @@ import torch
 import xarray as xr
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from eegstore.errors import ConfigError, CorruptChunkError, StoreError
+from eegstore.errors import ConfigError
 from eegstore.plan import (
     ChunkCache,
     EpochPartition,
+    ReadPart,
     ReadStats,
     StreamPlan,
-    batch_groups,
     buffer_capacity,
     crop_offsets,
     mask_to_ranges,
     ranges_to_mask,
+    schedule_reads,
     select_windows,
 )
-from eegstore.store import local_compute
+from eegstore.readahead import run_schedule
+from eegstore.reader import StoreReader
 
 __all__ = ["WindowDataset", "WindowStream", "merge_stream_states"]
 
 DEFAULT_BUFFER_CHUNKS = 16
 _NORMALIZE = (None, "window", "channel")
+_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 _STATE_VERSION = 1
 _EPS = 1e-6
-
-
-# --------------------------------------------------------------------------- store access
-class _StoreReader:
-    """Metadata of a store plus lazy, fork-safe whole-chunk reads of ``eeg``."""
-
-    def __init__(self, store: Any, *, target: str,
-                 storage_options: Mapping[str, Any] | None,
-                 verify_checksums: bool = False) -> None:
-        self.storage_options = dict(storage_options) if storage_options else None
-        if isinstance(store, xr.Dataset):
-            ds = store
-            source = ds.encoding.get("source")
-            self.source: str | None = str(source) if source else None
-        elif isinstance(store, str | os.PathLike):
-            self.source = os.fspath(store)
-            if "://" not in self.source and not Path(self.source).exists():
-                raise StoreError(f"expected an eegstore store at {self.source!r}, got nothing "
-                                 "there; build one with `eegstore build`")
-            kw: dict[str, Any] = {"chunks": None}
-            if self.storage_options:
-                kw["storage_options"] = self.storage_options
-            try:
-                ds = xr.open_zarr(self.source, **kw)
-            except Exception as exc:  # zarr/fsspec raise many types
-                raise StoreError(f"expected a readable Zarr store at {self.source!r}, got "
-                                 f"{type(exc).__name__}: {exc}") from exc
-        else:
-            raise ConfigError(f"expected store as a path, URL or xarray.Dataset, got "
-                              f"{type(store).__name__}")
-        if "eeg" not in ds.data_vars or ds["eeg"].dims != ("window", "channel", "time"):
-            raise StoreError("expected an 'eeg' variable with dims (window, channel, time); "
-                             "is this an eegstore store?")
-        if target not in ds.variables or ds[target].dims != ("window",):
-            raise ConfigError(f"expected target to name a per-window coordinate, got "
-                              f"{target!r}")
-        eeg = ds["eeg"]
-        self.shape = tuple(int(s) for s in eeg.shape)
-        self.dtype = np.dtype(eeg.dtype)
-        enc_chunks = eeg.encoding.get("chunks")
-        if enc_chunks:
-            self.chunk_windows = int(enc_chunks[0])
-        elif eeg.chunks:
-            self.chunk_windows = int(eeg.chunks[0][0])
-        else:
-            self.chunk_windows = int(ds.attrs.get("chunk_windows", 64))
-        self.coords = ds.drop_vars("eeg")
-        self.target = np.asarray(ds[target].values, dtype=np.float32)
-        self.crcs: np.ndarray | None = None
-        if verify_checksums:
-            n_chunks = -(-self.shape[0] // self.chunk_windows)
-            crcs = np.asarray(ds["chunk_crc32"].values, dtype=np.int64) \
-                if "chunk_crc32" in ds.variables else np.zeros(0, dtype=np.int64)
-            if ds.attrs.get("checksums") == "none" or len(crcs) != n_chunks:
-                raise ConfigError(f"expected {n_chunks} recorded chunk checksums "
-                                  f"(chunk_crc32) for verify_checksums=True, got "
-                                  f"{'none' if ds.attrs.get('checksums') == 'none' else len(crcs)}"
-                                  "; use a store written by `eegstore build`")
-            self.crcs = crcs
-        # Without a source (an in-memory or derived Dataset) read through xarray.
-        self._dataset = None if self.source else ds
-        self._array: Any = None
-        self._pid = os.getpid()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_array"] = None
-        state["coords"] = None  # only needed to build plans in the main process
-        return state
-
-    def _open(self) -> Any:
-        if self._array is None or self._pid != os.getpid():  # opened lazily, per process
-            import zarr
-
-            kw: dict[str, Any] = {"mode": "r"}
-            if self.storage_options:
-                kw["storage_options"] = self.storage_options
-            self._array = zarr.open_group(self.source, **kw)["eeg"]
-            self._pid = os.getpid()
-        return self._array
-
-    def read_chunk(self, chunk: int, recycled: np.ndarray | None = None) -> np.ndarray:
-        """Decode one whole chunk, into ``recycled`` when given (a full-size slot).
-
-        The returned array always has ``chunk_windows`` rows (a short last
-        chunk fills only its first rows): reusing fixed-size slots keeps the
-        process heap from fragmenting, so RSS stays at the budget.
-        """
-        start = chunk * self.chunk_windows
-        stop = min(start + self.chunk_windows, self.shape[0])
-        slot = recycled
-        if slot is None:
-            slot = np.empty((self.chunk_windows, *self.shape[1:]), dtype=self.dtype)
-        try:
-            if self._dataset is not None:
-                with local_compute():
-                    slot[: stop - start] = self._dataset["eeg"][start:stop].values
-                return slot
-            from zarr.core.buffer.cpu import NDBuffer
-
-            self._open().get_basic_selection((slice(start, stop),),
-                                             out=NDBuffer.from_numpy_array(slot[: stop - start]))
-        except (MemoryError, KeyboardInterrupt):
-            raise
-        except Exception as exc:  # codecs and stores raise many types
-            raise CorruptChunkError(
-                f"expected a readable chunk {chunk} of array 'eeg' (windows {start}:{stop}) in "
-                f"{self.source or 'the dataset'}, got {type(exc).__name__}: {exc}; run "
-                "`eegstore verify` on the store and rebuild it") from exc
-        if self.crcs is not None:
-            import zlib
-
-            crc = zlib.crc32(np.ascontiguousarray(slot[: stop - start]).data) & 0xFFFFFFFF
-            if crc != int(self.crcs[chunk]):
-                raise CorruptChunkError(
-                    f"expected chunk {chunk} of array 'eeg' (windows {start}:{stop}) in "
-                    f"{self.source or 'the dataset'} to have its recorded CRC32 "
-                    f"{int(self.crcs[chunk])}, got {crc}; run `eegstore verify` on the store "
-                    "and rebuild it")
-        return slot
-
-    @property
-    def window_nbytes(self) -> int:
-        return self.shape[1] * self.shape[2] * self.dtype.itemsize
 
 
 def _check_crop(crop_samples: int | None, n_times: int) -> int | None:
@@ -201,17 +80,33 @@ def _check_normalize(normalize: str | None) -> str | None:
     return normalize
 
 
-def _gather(out: np.ndarray, chunk: np.ndarray, pos: np.ndarray, local: np.ndarray,
-            offsets: np.ndarray | None, crop: int | None) -> None:
-    """Copy windows ``local`` of ``chunk`` into ``out[pos]`` (cropping, upcasting)."""
-    if crop is None or crop == chunk.shape[2]:
-        out[pos] = chunk[local]
-    else:
-        view = np.lib.stride_tricks.sliding_window_view(chunk, crop, axis=2)
-        out[pos] = view[local, :, offsets[pos], :] if offsets is not None else view[local, :, 0]
+def _check_dtype(dtype: str | np.dtype[Any] | torch.dtype) -> torch.dtype:
+    name = str(dtype).removeprefix("torch.")
+    if name not in _DTYPES:
+        raise ConfigError(f"expected dtype in {sorted(_DTYPES)}, got {dtype!r}; float16 "
+                          "halves host copies and transfers (convert on the GPU)")
+    return _DTYPES[name]
 
 
-def _alloc_batch(shape: tuple[int, ...], *, shared: bool, pinned: bool) -> torch.Tensor:
+def _check_threads(threads: int | None, in_worker: bool) -> int:
+    if threads is None:
+        return 0 if in_worker else len(os.sched_getaffinity(0))
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ConfigError(f"expected threads as None or an integer >= 0, got {threads!r}")
+    return threads
+
+
+def _normalize(x: torch.Tensor, mode: str | None) -> torch.Tensor:
+    """Z-score ``x`` (float32) per window over (channel, time), or per channel over time."""
+    if mode is None:
+        return x
+    dims = (1, 2) if mode == "window" else (2,)
+    std, mean = torch.std_mean(x, dim=dims, correction=0, keepdim=True)
+    return x.sub_(mean).div_(std.add_(_EPS))
+
+
+def _alloc_batch(shape: tuple[int, ...], dtype: torch.dtype, *, shared: bool,
+                 pinned: bool) -> torch.Tensor:
     """Allocate an output batch where it will travel with the fewest copies.
 
     In a DataLoader worker the tensor is created in shared memory, so sending it
@@ -219,27 +114,12 @@ def _alloc_batch(shape: tuple[int, ...], *, shared: bool, pinned: bool) -> torch
     allocates page-locked memory for asynchronous host-to-device copies.
     """
     if shared:
-        try:
-            storage = torch.UntypedStorage._new_shared(int(np.prod(shape)) * 4)
-            return torch.empty(0, dtype=torch.float32).set_(storage).view(shape)
-        except (AttributeError, RuntimeError):  # private API: fall back to a plain tensor
-            pass
+        return torch.empty(shape, dtype=dtype).share_memory_()
     if pinned and torch.cuda.is_available():
-        return torch.empty(shape, dtype=torch.float32, pin_memory=True)
+        return torch.empty(shape, dtype=dtype, pin_memory=True)
     # numpy's allocator returns freed batches to the heap for reuse; repeated
-    # torch.empty of tens of MB was measured to grow RSS batch after batch
-    return torch.from_numpy(np.empty(shape, dtype=np.float32))
-
-
-def _normalize(x: np.ndarray, mode: str | None) -> None:
-    """In-place z-scoring over (channel, time) per window or over time per channel."""
-    if mode is None:
-        return
-    axes = (1, 2) if mode == "window" else (2,)
-    mean = x.mean(axis=axes, keepdims=True)
-    std = x.std(axis=axes, keepdims=True)
-    x -= mean
-    x /= std + _EPS
+    # torch.empty of tens of MB grows RSS batch after batch
+    return torch.from_numpy(np.empty(shape, dtype=str(dtype).removeprefix("torch.")))
 
 
 def _default_rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -259,16 +139,94 @@ def _default_rank_world(rank: int | None, world_size: int | None) -> tuple[int, 
     return int(rank), int(world_size)
 
 
+class _Batch:
+    """A batch being built: its buffer, window positions and crop offsets."""
+
+    __slots__ = ("index", "offsets", "x")
+
+    def __init__(self, x: torch.Tensor, index: np.ndarray, offsets: np.ndarray | None) -> None:
+        self.x = x
+        self.index = index
+        self.offsets = offsets
+
+
+class _Assembler:
+    """Cache slots of one consumer, and the copies from them into batches.
+
+    The cache is one tensor of ``capacity * chunk_windows`` stored windows; a
+    chunk read fills a slot of it, and a batch (or part of one) is one
+    ``index_select`` of cache rows, then a crop, normalisation and cast.
+    """
+
+    def __init__(self, reader: StoreReader, capacity: int, *, crop: int | None,
+                 normalize: str | None, seed: int, epoch: int) -> None:
+        self.reader = reader
+        cw = reader.chunk_windows
+        self.cache = np.empty((capacity * cw, *reader.shape[1:]), dtype=reader.dtype)
+        self.cache_t = torch.from_numpy(self.cache)
+        n_times = reader.shape[2]
+        self.crop = crop if crop is not None and crop < n_times else None
+        self.normalize = normalize
+        self.seed = seed
+        self.epoch = epoch
+        self._lock = threading.Lock()
+        self.chunks_read = 0
+        self.windows_read = 0
+
+    def load(self, chunk: int, slot: int) -> None:
+        cw = self.reader.chunk_windows
+        self.reader.read_chunk(chunk, self.cache[slot * cw:(slot + 1) * cw])
+        with self._lock:
+            self.chunks_read += 1
+            self.windows_read += self.reader.chunk_len(chunk)
+
+    def offsets(self, index: np.ndarray) -> np.ndarray | None:
+        if self.crop is None:
+            return None
+        return crop_offsets(index, self.reader.shape[2], self.crop, seed=self.seed,
+                            epoch=self.epoch)
+
+    def gather(self, part: ReadPart, batch: _Batch) -> None:
+        out = batch.x
+        rows = torch.from_numpy(part.rows)
+        whole = len(part.positions) == out.shape[0]
+        if whole and self.crop is None and self.normalize is None \
+                and out.dtype == self.cache_t.dtype:
+            torch.index_select(self.cache_t, 0, rows, out=out)
+            return
+        sel = self.cache_t.index_select(0, rows)
+        if self.crop is not None and batch.offsets is not None:
+            starts = torch.from_numpy(batch.offsets[part.positions])
+            sel = sel.unfold(2, self.crop, 1)[torch.arange(len(rows)), :, starts]
+        if self.normalize is not None:
+            sel = _normalize(sel.to(torch.float32), self.normalize)
+        if whole:
+            out.copy_(sel)
+        else:
+            out.index_copy_(0, torch.from_numpy(part.positions), sel.to(out.dtype))
+
+
 # --------------------------------------------------------------------------- stream
 class WindowStream(IterableDataset):
     """Chunk-aware, exactly-once batch stream of a store's windows.
 
-    Yields whole batches ``(x, y, index)``: ``x`` float32 ``(B, channel, time)``
-    (``time = crop_samples`` when cropping), ``y`` float32 ``(B,)`` (the
-    ``target`` coordinate), ``index`` int64 ``(B,)`` (store positions).  Use as
-    ``DataLoader(stream, batch_size=None, num_workers=N, pin_memory=True)``.
-    The schedule (order, batches, partition over ranks x workers, resume) is the
-    pure :attr:`plan`; see :mod:`eegstore.plan` for the exact definitions.
+    Yields whole batches ``(x, y, index)``: ``x`` ``(B, channel, time)`` in
+    ``dtype`` and in the store's unit (:attr:`units`; ``time = crop_samples``
+    when cropping), ``y`` float32 ``(B,)`` (the ``target`` coordinate),
+    ``index`` int64 ``(B,)`` (store positions).  The schedule (order, batches,
+    partition over ranks x workers, resume) is the pure :attr:`plan`; see
+    :mod:`eegstore.plan` for the exact definitions.  The batches of a
+    ``(seed, epoch)`` are the same, in the same order, whatever the number of
+    threads or DataLoader workers.
+
+    Threads or workers?  Iterated in the training process (``num_workers=0``),
+    the stream reads, decodes and gathers on ``threads`` pool threads ahead of
+    the loop (these release the GIL): every core works with no inter-process
+    copy, which is the fastest way to feed a model on a CPU-poor machine.
+    DataLoader workers (``threads`` then defaults to 0 in each) pay one
+    process per worker and each re-reads the chunks its batches share with
+    the other workers' batches; prefer them only when the per-batch Python
+    work of the training loop itself holds the GIL.
 
     Parameters
     ----------
@@ -319,6 +277,13 @@ class WindowStream(IterableDataset):
         (``chunk_crc32``) and raise :class:`~eegstore.errors.CorruptChunkError` on
         a mismatch.  Catches damage the codec cannot see (a deleted chunk file
         reads as fill values); costs one CRC32 pass per chunk read.
+    dtype : {"float32", "float16"}
+        Dtype of the delivered ``x``.  ``"float16"`` halves host copies and
+        host-to-device bytes; convert on the GPU (``x.to(device).float()``).
+    threads : int, optional
+        Threads reading and gathering ahead of the consumer.  Default: every
+        usable core in the training process, 0 in DataLoader workers (0 reads
+        in the consumer's own thread).
     """
 
     def __init__(self, store: str | Path | xr.Dataset, batch_size: int, *, shuffle: bool = True,
@@ -330,11 +295,15 @@ class WindowStream(IterableDataset):
                  equalize: Literal["pad", "drop"] | None = None, prefetch_factor: int = 2,
                  pin_memory: bool = False,
                  storage_options: Mapping[str, Any] | None = None,
-                 verify_checksums: bool = False) -> None:
+                 verify_checksums: bool = False, dtype: str = "float32",
+                 threads: int | None = None) -> None:
         super().__init__()
         self.pin_memory = bool(pin_memory)
-        self._reader = _StoreReader(store, target=target, storage_options=storage_options,
-                                    verify_checksums=verify_checksums)
+        self.dtype = _check_dtype(dtype)
+        _check_threads(threads, in_worker=False)
+        self.threads = threads
+        self._reader = StoreReader(store, target=target, storage_options=storage_options,
+                                   verify_checksums=verify_checksums)
         n_windows, _, n_times = self._reader.shape
         self.crop_samples = _check_crop(crop_samples, n_times)
         self.normalize = _check_normalize(normalize)
@@ -369,8 +338,20 @@ class WindowStream(IterableDataset):
     def out_times(self) -> int:
         return self.crop_samples or self._reader.shape[2]
 
+    @property
+    def units(self) -> str:
+        """Unit of the delivered signal (the store's ``eeg`` ``units`` attribute)."""
+        return self._reader.units
+
     def _batch_nbytes(self, batch_size: int) -> int:
-        return batch_size * (self._reader.shape[1] * self.out_times * 4 + 12)
+        item = self.dtype.itemsize
+        return batch_size * (self._reader.shape[1] * self.out_times * item + 12)
+
+    def _decode_buffers(self, num_workers: int) -> int:
+        """Chunks in flight outside the cache: raw chunks are read into it directly."""
+        if self._reader.read_path == "raw":
+            return 1
+        return max(1, _check_threads(self.threads, in_worker=num_workers > 0))
 
     def cache_chunks(self, num_workers: int, batch_size: int | None = None) -> int:
         """Chunks each consumer caches with ``num_workers`` DataLoader workers."""
@@ -380,7 +361,8 @@ class WindowStream(IterableDataset):
             return cap
         m = buffer_capacity(self.ram_budget, num_workers=num_workers,
                             prefetch_factor=self.prefetch_factor,
-                            chunk_nbytes=self._reader.chunk_windows * self._reader.window_nbytes,
+                            chunk_nbytes=self._reader.chunk_nbytes,
+                            decode_buffers=self._decode_buffers(num_workers),
                             batch_nbytes=self._batch_nbytes(bs))
         return min(cap, m)
 
@@ -466,31 +448,33 @@ class WindowStream(IterableDataset):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         info = get_worker_info()
         num_workers, worker = (info.num_workers, info.id) if info is not None else (0, 0)
+        threads = _check_threads(self.threads, in_worker=info is not None)
         part = self.epoch_partition(num_workers)
-        cache = ChunkCache(self.cache_chunks(num_workers), self._reader.read_chunk,
-                           self.plan.chunk_len)
+        batches = [part.batch(int(b)) for b in part.consumer_batch_ids(self.rank, worker)]
+        capacity = self.cache_chunks(num_workers)
+        asm = _Assembler(self._reader, capacity, crop=self.crop_samples,
+                         normalize=self.normalize, seed=self.plan.seed, epoch=self.epoch)
+        shape = (self._reader.shape[1], self.out_times)
         delivered = 0
-        _, n_channels, n_times = self._reader.shape
-        crop = self.crop_samples
-        cw = self.plan.chunk_windows
-        try:
-            for b in part.consumer_batch_ids(self.rank, worker):
-                index = part.batch(int(b))
-                xt = _alloc_batch((len(index), n_channels, self.out_times),
-                                  shared=info is not None, pinned=self.pin_memory)
-                x = xt.numpy()
-                offsets = (crop_offsets(index, n_times, crop, seed=self.plan.seed,
-                                        epoch=self.epoch)
-                           if crop is not None and crop < n_times else None)
-                for chunk, pos, local in batch_groups(index, cw, cache.__contains__):
-                    _gather(x, cache.get(chunk), pos, local, offsets, crop)
-                _normalize(x, self.normalize)
-                y = self._reader.target[index]
-                delivered += len(index)
-                self._stats = ReadStats(cache.chunks_read, cache.windows_read, delivered)
-                yield xt, torch.from_numpy(y), torch.from_numpy(index.copy())
-        finally:
-            cache.clear()
+
+        def new_batch(b: int) -> _Batch:
+            index = batches[b]
+            x = _alloc_batch((len(index), *shape), self.dtype, shared=info is not None,
+                             pinned=self.pin_memory)
+            return _Batch(x, index, asm.offsets(index))
+
+        def finish(b: int, batch: _Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            nonlocal delivered
+            delivered += len(batch.index)
+            self._stats = ReadStats(asm.chunks_read, asm.windows_read, delivered)
+            return (batch.x, torch.from_numpy(self._reader.target[batch.index]),
+                    torch.from_numpy(batch.index.copy()))
+
+        parts = schedule_reads(batches, chunk_windows=self.plan.chunk_windows,
+                               capacity=capacity, chunk_len=self.plan.chunk_len)
+        yield from run_schedule(parts, load=asm.load, new_batch=new_batch, gather=asm.gather,
+                                finish=finish, threads=threads,
+                                batches_ahead=self.prefetch_factor if threads else 0)
 
     def __repr__(self) -> str:
         return (f"WindowStream({self.plan!r}, epoch={self.epoch}, rank={self.rank}, "
@@ -519,7 +503,7 @@ class WindowDataset(Dataset):
     """Map-style view of a store's selected windows, for evaluation.
 
     Item ``i`` is the ``i``-th selected window in storage order:
-    ``(x float32 (channel, time), y float32 scalar, index int64 scalar)``.
+    ``(x (channel, time) in dtype, y float32 scalar, index int64 scalar)``.
     A small LRU cache of decoded chunks (``cache_chunks``) serves neighbouring
     windows from one read; each process opens the store lazily.
 
@@ -547,44 +531,58 @@ class WindowDataset(Dataset):
         (``chunk_crc32``) and raise :class:`~eegstore.errors.CorruptChunkError` on
         a mismatch.  Catches damage the codec cannot see (a deleted chunk file
         reads as fill values); costs one CRC32 pass per chunk read.
+    dtype : {"float32", "float16"}
+        Dtype of the delivered ``x``.
     """
 
     def __init__(self, store: str | Path | xr.Dataset, where: Any = None,
                  crop_samples: int | None = None, target: str = "target", *,
                  normalize: str | None = None, cache_chunks: int = 4, seed: int = 0,
                  storage_options: Mapping[str, Any] | None = None,
-                 verify_checksums: bool = False) -> None:
-        self._reader = _StoreReader(store, target=target, storage_options=storage_options,
-                                    verify_checksums=verify_checksums)
+                 verify_checksums: bool = False, dtype: str = "float32") -> None:
+        self._reader = StoreReader(store, target=target, storage_options=storage_options,
+                                   verify_checksums=verify_checksums)
         n_windows, _, n_times = self._reader.shape
         self.crop_samples = _check_crop(crop_samples, n_times)
         self.normalize = _check_normalize(normalize)
+        self.dtype = _check_dtype(dtype)
         if isinstance(cache_chunks, bool) or not isinstance(cache_chunks, int) \
                 or cache_chunks < 1:
             raise ConfigError(f"expected a positive integer cache_chunks, got {cache_chunks!r}")
         self.cache_chunks = cache_chunks
         self.seed = int(seed)
         self.selected = select_windows(self._reader.coords, where, n_windows)
-        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._asm: _Assembler | None = None
+        self._slots: ChunkCache | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_cache"] = OrderedDict()
+        state["_asm"] = state["_slots"] = None  # each process caches its own chunks
         return state
 
     def __len__(self) -> int:
         return int(self.selected.size)
 
-    def _chunk(self, chunk: int) -> np.ndarray:
-        if chunk in self._cache:
-            self._cache.move_to_end(chunk)
-            return self._cache[chunk]
-        recycled = None
-        while len(self._cache) >= self.cache_chunks:
-            recycled = self._cache.popitem(last=False)[1]
-        arr = self._reader.read_chunk(chunk, recycled)
-        self._cache[chunk] = arr
-        return arr
+    @property
+    def units(self) -> str:
+        """Unit of the delivered signal (the store's ``eeg`` ``units`` attribute)."""
+        return self._reader.units
+
+    def _cache(self) -> tuple[_Assembler, ChunkCache]:
+        """Return this process's chunk slots (made on first use, after any fork)."""
+        if self._asm is None or self._slots is None:
+            asm = _Assembler(self._reader, self.cache_chunks, crop=self.crop_samples,
+                             normalize=self.normalize, seed=self.seed, epoch=0)
+            free = list(range(self.cache_chunks - 1, -1, -1))
+
+            def load(chunk: int, recycled: int | None) -> int:
+                slot = free.pop() if recycled is None else recycled
+                asm.load(chunk, slot)
+                return slot
+
+            self._asm = asm
+            self._slots = ChunkCache(self.cache_chunks, load, self._reader.chunk_len)
+        return self._asm, self._slots
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         n = len(self)
@@ -592,15 +590,14 @@ class WindowDataset(Dataset):
             raise IndexError(f"expected an item index in [-{n}, {n}), got {i}")
         index = self.selected[int(i)]
         cw = self._reader.chunk_windows
-        chunk = int(index // cw)
-        n_times = self._reader.shape[2]
-        out = np.empty((1, self._reader.shape[1], self.crop_samples or n_times), np.float32)
+        asm, slots = self._cache()
+        row = int(slots.get(int(index // cw))) * cw + int(index % cw)
         idx = np.array([index], dtype=np.int64)
-        offsets = (crop_offsets(idx, n_times, self.crop_samples, seed=self.seed, epoch=0)
-                   if self.crop_samples is not None and self.crop_samples < n_times else None)
-        _gather(out, self._chunk(chunk), np.array([0]), idx - chunk * cw, offsets,
-                self.crop_samples)
-        _normalize(out, self.normalize)
-        return (torch.from_numpy(out[0]), torch.tensor(self._reader.target[index]),
+        batch = _Batch(torch.empty((1, self._reader.shape[1],
+                                    self.crop_samples or self._reader.shape[2]),
+                                   dtype=self.dtype), idx, asm.offsets(idx))
+        part = ReadPart(batch=0, last=True, loads=(), positions=np.zeros(1, dtype=np.int64),
+                        rows=np.array([row], dtype=np.int64))
+        asm.gather(part, batch)
+        return (batch.x[0], torch.tensor(self._reader.target[index]),
                 torch.tensor(index, dtype=torch.int64))
-

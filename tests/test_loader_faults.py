@@ -31,8 +31,9 @@ def _chunk_file(store: Path, chunk: int) -> Path:
 
 @pytest.fixture
 def loader_store(tmp_path) -> Path:
+    # compressed, so that a torn chunk is a decode error (raw chunks need verify_checksums)
     return make_store(tmp_path / "l.zarr", n_windows=256, n_channels=4, n_times=50,
-                      chunk_windows=8, n_subjects=4, seed=3)
+                      chunk_windows=8, n_subjects=4, seed=3, compressor="zstd")
 
 
 # ------------------------------------------------------------------ killed worker

@@ -14,6 +14,7 @@ from eegstore.plan import (
     crop_offsets,
     mask_to_ranges,
     ranges_to_mask,
+    schedule_reads,
 )
 
 
@@ -41,9 +42,14 @@ def plans(draw, equalize=None):
 
 
 def delivered(part):
-    out = [part.consumer_batches(r, w) for r in range(part.world_size)
-           for w in range(max(1, part.num_workers))]
-    flat = [b for consumer in out for b in consumer]
+    """What a DataLoader hands out per rank (one batch from each worker in turn), rank-major."""
+    flat = []
+    for r in range(part.world_size):
+        queues = [list(part.consumer_batches(r, w)) for w in range(max(1, part.num_workers))]
+        while any(queues):
+            for q in queues:
+                if q:
+                    flat.append(q.pop(0))
     return np.concatenate(flat) if flat else np.zeros(0, dtype=np.int64)
 
 
@@ -59,8 +65,9 @@ def test_exactly_once_over_ranks_and_workers(plan, world, workers, epoch):
         expected = expected[: len(expected) - len(expected) % plan.batch_size]
     assert np.array_equal(np.sort(got), np.sort(expected))
     assert part.n_dropped_windows == plan.n_selected - len(expected)
-    # consumers hold contiguous runs of the global batches: rank-major concatenation is
-    # the global order, whatever the worker count
+    # ranks hold contiguous runs of the global batches and the DataLoader takes one batch
+    # from each worker in turn: what the loops receive is the global order, whatever the
+    # worker count
     assert np.array_equal(got, part.sequence)
     for batch_list in ([part.batch(b) for b in range(part.n_batches)],):
         assert all(len(b) == plan.batch_size for b in batch_list[:-1])
@@ -164,9 +171,12 @@ def test_shuffle_score_near_one_for_full_buffer():
 @given(plan=plans(), world=st.integers(1, 3), workers=st.integers(0, 3))
 def test_full_buffer_cache_reads_each_chunk_at_most_once_per_consumer(plan, world, workers):
     stats = plan.read_stats(0, world, workers)
-    consumers = world * max(1, workers)
     n_chunks = len(plan.chunks)
-    assert stats.chunks_read <= n_chunks + 2 * consumers * plan.buffer_chunks
+    # ranks hold contiguous runs; a rank's workers take its batches in turn, so each worker
+    # may read every chunk of the rank's run once
+    assert stats.chunks_read <= max(1, workers) * (n_chunks + 2 * world * plan.buffer_chunks)
+    if workers <= 1:
+        assert stats.chunks_read <= n_chunks + 2 * world * plan.buffer_chunks
     if world == 1 and workers <= 1:
         expected_chunks = len(np.unique(plan.partition(0).sequence // plan.chunk_windows))
         assert stats.chunks_read == expected_chunks
@@ -215,3 +225,37 @@ def test_plan_validation_errors():
     with pytest.raises(ConfigError, match="outside the selection"):
         plan.positions(0, np.array([7]))
     assert "StreamPlan(n_windows=10" in repr(plan)
+
+
+@settings(max_examples=120, deadline=None)
+@given(plan=plans(), workers=st.integers(0, 2), capacity=st.integers(1, 4),
+       epoch=st.integers(0, 3))
+def test_read_schedule_never_gathers_from_a_slot_read_over(plan, workers, capacity, epoch):
+    """Run each read as early as its ``after`` step allows (the most eager executor):
+    every gathered row still holds the window the step asks for."""
+    part = plan.partition(epoch, 1, workers)
+    batches = part.consumer_batches(0, 0)
+    steps = list(schedule_reads(batches, chunk_windows=plan.chunk_windows, capacity=capacity,
+                                chunk_len=plan.chunk_len))
+    slot_chunk: dict[int, int] = {}
+    next_read = 0  # reads are issued in step order
+    reads = [(k, load) for k, step in enumerate(steps) for load in step.loads]
+    filled = {b: np.zeros(len(batch), dtype=bool) for b, batch in enumerate(batches)}
+    for k, step in enumerate(steps):
+        while next_read < len(reads) and reads[next_read][1][2] < k:
+            _, (chunk, slot, _after) = reads[next_read]
+            slot_chunk[slot] = chunk
+            next_read += 1
+        assert all(load in [r for _, r in reads[:next_read]] for load in step.loads)
+        windows = batches[step.batch][step.positions]
+        slots, offsets = np.divmod(step.rows, plan.chunk_windows)
+        assert all(slot < capacity for slot in slots)
+        held = np.array([slot_chunk[int(s)] for s in slots], dtype=np.int64)
+        np.testing.assert_array_equal(held * plan.chunk_windows + offsets, windows)
+        assert not filled[step.batch][step.positions].any()
+        filled[step.batch][step.positions] = True
+        assert step.last == (k + 1 == len(steps) or steps[k + 1].batch != step.batch)
+    assert all(f.all() for f in filled.values())
+    if workers <= 1:  # one consumer: its reads are the plan's simulated reads
+        n_reads = sum(len(s.loads) for s in steps)
+        assert n_reads == plan.read_stats(epoch, 1, workers, capacity).chunks_read

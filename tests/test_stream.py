@@ -75,18 +75,27 @@ def test_ranks_times_workers_exactly_once_with_selection(stream_store, world, wo
     assert len(allw) == len(np.unique(allw))
 
 
-def test_same_batches_whatever_the_worker_count(stream_store):
-    def batches(workers):
-        s = WindowStream(stream_store, 9, seed=2, buffer_chunks=2)
-        s.set_epoch(3)
-        return sorted(tuple(i.tolist()) for _, _, i in
-                      DataLoader(s, batch_size=None, num_workers=workers))
-
-    s0 = WindowStream(stream_store, 9, seed=2, buffer_chunks=2)
+@pytest.fixture(scope="module")
+def global_batches(stream_store):
+    s0 = WindowStream(stream_store, 9, seed=2, buffer_chunks=2, threads=0)
     s0.set_epoch(3)
-    in_order = [tuple(i.tolist()) for _, _, i in s0]  # num_workers=0: exactly global order
-    assert np.array_equal(np.concatenate(in_order), s0.plan.order(3))
-    assert batches(0) == batches(2) == sorted(in_order)
+    batches = [(x.numpy().copy(), i.numpy().copy()) for x, _, i in s0]
+    assert np.array_equal(np.concatenate([i for _, i in batches]), s0.plan.order(3))
+    return batches
+
+
+@pytest.mark.parametrize(("workers", "threads"),
+                         [(0, 1), (0, 3), (1, 0), (2, 0), (2, 2)])
+def test_batches_arrive_in_global_order_whatever_workers_and_threads(
+        stream_store, global_batches, workers, threads):
+    s = WindowStream(stream_store, 9, seed=2, buffer_chunks=2, threads=threads)
+    s.set_epoch(3)
+    got = [(x.numpy(), i.numpy()) for x, _, i in
+           DataLoader(s, batch_size=None, num_workers=workers)]
+    assert len(got) == len(global_batches)
+    for (x, i), (want_x, want_i) in zip(got, global_batches, strict=True):
+        np.testing.assert_array_equal(i, want_i)
+        np.testing.assert_array_equal(x, want_x)
 
 
 def test_resume_with_other_workers_world_size_and_batch_size(stream_store):
@@ -136,6 +145,71 @@ def test_crop_and_normalize(stream_store, stream_truth):
         WindowStream(stream_store, 4, normalize="global")
 
 
+@pytest.mark.parametrize(("dtype", "compressor", "read_path"),
+                         [("float16", "none", "raw"), ("float32", "none", "raw"),
+                          ("float16", "zstd", "decode"), ("float32", "blosc-lz4", "decode"),
+                          ("float32", "gzip", "zarr")])
+@pytest.mark.parametrize("threads", [0, 2])
+def test_every_read_path_delivers_the_stored_values(tmp_path, dtype, compressor, read_path,
+                                                    threads):
+    p = make_store(tmp_path / "s.zarr", n_windows=45, chunk_windows=8, dtype=dtype,
+                   compressor=compressor)
+    eeg = xr.open_zarr(p)["eeg"].values
+    s = WindowStream(p, 7, buffer_chunks=2, threads=threads)
+    got = []
+    for x, _, i in s:
+        np.testing.assert_array_equal(x.numpy(), eeg[i.numpy()].astype(np.float32))
+        got.append(i.numpy())
+    assert s._reader.read_path == read_path
+    assert np.array_equal(np.sort(np.concatenate(got)), np.arange(45))
+    assert s.last_read_stats == s.read_stats()
+
+
+@pytest.mark.parametrize("store_dtype", ["float16", "float32"])
+def test_float16_delivery_rounds_the_stored_values(tmp_path, store_dtype):
+    p = make_store(tmp_path / "s.zarr", n_windows=30, chunk_windows=8, dtype=store_dtype)
+    eeg = xr.open_zarr(p)["eeg"].values
+    for x, y, i in WindowStream(p, 7, dtype="float16", crop_samples=20, seed=1):
+        assert x.dtype == torch.float16 and y.dtype == torch.float32
+        off = crop_offsets(i.numpy(), eeg.shape[2], 20, seed=1, epoch=0)
+        want = np.stack([eeg[w, :, o:o + 20] for w, o in zip(i.numpy(), off, strict=True)])
+        np.testing.assert_array_equal(x.numpy(), want.astype(np.float16))
+    x, _, _ = next(iter(WindowDataset(p, dtype="float16")))
+    assert x.dtype == torch.float16
+    with pytest.raises(ConfigError, match="expected dtype in"):
+        WindowStream(p, 4, dtype="float64")
+    with pytest.raises(ConfigError, match="expected threads"):
+        WindowStream(p, 4, threads=-1)
+
+
+def test_batches_needing_more_chunks_than_the_cache_are_read_in_parts(stream_store,
+                                                                      stream_truth):
+    eeg, _, _ = stream_truth
+    s = WindowStream(stream_store, 40, buffer_chunks=4, threads=2)
+    s.cache_chunks = lambda num_workers, batch_size=None: 2  # type: ignore[method-assign]
+    got = []
+    for x, _, i in s:
+        np.testing.assert_array_equal(x.numpy(), eeg[i.numpy()])
+        got.append(i.numpy())
+    assert np.array_equal(np.sort(np.concatenate(got)), np.arange(N_WINDOWS))
+    assert s.last_read_stats == s.plan.read_stats(0, cache_chunks=2)
+
+
+def test_raw_chunk_file_of_wrong_size_raises_and_missing_one_reads_fill(tmp_path):
+    from eegstore.errors import CorruptChunkError
+
+    p = make_store(tmp_path / "s.zarr", n_windows=24, chunk_windows=8, dtype="float16",
+                   compressor="none")
+    s = WindowStream(p, 8, shuffle=False)
+    key = Path(p, "eeg", s._reader._open().metadata.encode_chunk_key((1, 0, 0)))
+    key.write_bytes(key.read_bytes()[:-2])
+    with pytest.raises(CorruptChunkError, match=r"chunk 1 of array .eeg.*another size than"):
+        list(s)
+    key.unlink()
+    xs = [x for x, _, _ in WindowStream(p, 8, shuffle=False)]
+    assert np.isnan(xs[1].numpy()).all() or (xs[1].numpy() == 0).all()
+
+
 def test_float16_store_is_upcast(tmp_path):
     p = make_store(tmp_path / "f16.zarr", n_windows=30, chunk_windows=8, dtype="float16")
     eeg = xr.open_zarr(p)["eeg"].values
@@ -147,8 +221,8 @@ def test_float16_store_is_upcast(tmp_path):
 
 def test_ram_budget_error_and_adherence(stream_store, stream_truth):
     eeg, _, _ = stream_truth
-    chunk_nbytes = CHUNK * N_CH * N_T * 4
-    batch_nbytes = 8 * (N_CH * N_T * 4 + 12)
+    chunk_nbytes = CHUNK * N_CH * N_T * eeg.dtype.itemsize  # stored chunks
+    batch_nbytes = 8 * (N_CH * N_T * 4 + 12)  # delivered float32 batches
     with pytest.raises(ConfigError, match="expected ram_budget >= "):
         WindowStream(stream_store, 8, ram_budget=chunk_nbytes)
     budget = 2 * chunk_nbytes + 5 * batch_nbytes  # one cached chunk for one consumer
