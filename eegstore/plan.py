@@ -415,33 +415,35 @@ def schedule_reads(batches: Iterable[np.ndarray], *, chunk_windows: int, capacit
     step = 0
     for b, batch in enumerate(batches):
         batch = np.asarray(batch, dtype=np.int64)
-        loads: list[tuple[int, int, int]] = []
-        pos: list[np.ndarray] = []
-        rows: list[np.ndarray] = []
-        for chunk, p, local in batch_groups(batch, chunk_windows, cache.__contains__):
+        chunk_of = batch // chunk_windows
+        chunks, first, inverse = np.unique(chunk_of, return_index=True, return_inverse=True)
+        # batch_groups' order: cached chunks first, then by first use in the batch
+        order = sorted(range(len(chunks)),
+                       key=lambda k: (int(chunks[k]) not in cache, int(first[k])))
+        slot_of = np.empty(len(chunks), dtype=np.int64)
+        step_of = np.empty(len(chunks), dtype=np.int64)
+        loads: dict[int, list[tuple[int, int, int]]] = {step: []}
+        first_step = step
+        for k in order:
+            chunk = int(chunks[k])
             victim = cache.victim(chunk)
             if victim is not None and last_use.get(int(victim)) == step:
-                yield _read_part(b, False, loads, pos, rows)  # the slot is needed: cut here
-                step += 1
-                loads, pos, rows = [], [], []
+                step += 1  # this step gathers from the slot: cut the batch here
+                loads[step] = []
             cached = chunk in cache
             slot = int(cache.get(chunk))
             if not cached:
-                loads.append((int(chunk), slot, last_use.get(slot, -1)))
+                loads[step].append((chunk, slot, last_use.get(slot, -1)))
             last_use[slot] = step
-            pos.append(p)
-            rows.append(local + slot * chunk_windows)
-        yield _read_part(b, True, loads, pos, rows)
+            slot_of[k], step_of[k] = slot, step
+        rows = slot_of[inverse] * chunk_windows + (batch - chunk_of * chunk_windows)
+        step_here = step_of[inverse]
+        for s in range(first_step, step + 1):
+            pos = np.flatnonzero(step_here == s) if step > first_step \
+                else np.arange(len(batch), dtype=np.int64)
+            yield ReadPart(batch=b, last=s == step, loads=tuple(loads[s]), positions=pos,
+                           rows=rows[pos])
         step += 1
-
-
-def _read_part(batch: int, last: bool, loads: list[tuple[int, int, int]],
-               pos: list[np.ndarray], rows: list[np.ndarray]) -> ReadPart:
-    p = np.concatenate(pos) if pos else np.zeros(0, dtype=np.int64)
-    r = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-    order = np.argsort(p, kind="stable")
-    return ReadPart(batch=batch, last=last, loads=tuple(loads), positions=p[order].astype(np.int64),
-                    rows=r[order].astype(np.int64))
 
 
 # --------------------------------------------------------------------------- partition

@@ -170,8 +170,17 @@ class _Assembler:
         self.seed = seed
         self.epoch = epoch
         self._lock = threading.Lock()
+        self._scratch = threading.local()  # per-thread gather buffer, reused across batches
         self.chunks_read = 0
         self.windows_read = 0
+
+    def _select(self, rows: torch.Tensor) -> torch.Tensor:
+        """Cache rows ``rows`` copied into this thread's scratch buffer (stored dtype)."""
+        buf: torch.Tensor | None = getattr(self._scratch, "buf", None)
+        if buf is None or buf.shape[0] < len(rows):
+            buf = torch.empty((len(rows), *self.cache_t.shape[1:]), dtype=self.cache_t.dtype)
+            self._scratch.buf = buf
+        return torch.index_select(self.cache_t, 0, rows, out=buf[:len(rows)])
 
     def load(self, chunk: int, slot: int) -> None:
         cw = self.reader.chunk_windows
@@ -194,7 +203,7 @@ class _Assembler:
                 and out.dtype == self.cache_t.dtype:
             torch.index_select(self.cache_t, 0, rows, out=out)
             return
-        sel = self.cache_t.index_select(0, rows)
+        sel = self._select(rows)
         if self.crop is not None and batch.offsets is not None:
             starts = torch.from_numpy(batch.offsets[part.positions])
             sel = sel.unfold(2, self.crop, 1)[torch.arange(len(rows)), :, starts]
