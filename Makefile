@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(PY) -m trainers.demo --out $(DEMO_DIR) --controls
 
 lint: $(STAMP)
-	$(PY) -m ruff check eegstore trainers benchmarks tests
+	$(PY) -m ruff check eegstore trainers benchmarks tests examples
 	$(PY) -m mypy
 
 test: $(STAMP) lint

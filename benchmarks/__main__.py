@@ -2,8 +2,9 @@
 
 Measures eegstore's loader against HDF5, full-load and braindecode baselines
 (warm and cold page cache, 1x/2x/4x store sizes), the parallel build, a codec
-sweep and (with CUDA) the GPU feed, and writes ``results.json``, ``results.md``
-and PNG plots into ``DIR``.
+sweep, the store-layout sweep (dtype x codec x chunk size, ``--suites layout``) and
+(with CUDA) the GPU feed (``--suites gpu``), and writes ``results.json``,
+``results.md`` and PNG plots into ``DIR``.
 """
 
 from __future__ import annotations

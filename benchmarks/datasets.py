@@ -1,18 +1,19 @@
 """The benchmark's data: one set of windows written in every competing layout.
 
 For each store size the same windows (``eegstore.testing.make_store``: seeded
-Gaussian noise plus a planted target, 129 channels x 200 samples float32) are
-written as
+noise plus a planted target, 129 channels x 200 samples) are written as
 
-* ``store.zarr``      the eegstore Zarr store (the source of truth), re-encoded with the
-  compressor ``eegstore build`` uses by default,
-* ``windows.npy``     a plain array for the full-load baseline,
+* ``store.zarr``      the eegstore Zarr store (the source of truth) in the layout
+  ``eegstore build`` uses by default (storage dtype, units, compressor),
+* ``windows.npy``     the store's windows as float32, for the full-load baseline,
 * ``seed.h5``         HDF5 as the competitors wrote it: ``create_dataset(...,
   compression="gzip", compression_opts=4)`` with h5py's automatic chunks,
 * ``chunk1.h5``       HDF5 with one window per chunk (gzip 4, same codec as seed),
 * ``contiguous.h5``   HDF5 contiguous, uncompressed.
 
-Every copy is written chunk by chunk from the Zarr store, so memory stays bounded.
+Every copy holds the store's windows as float32 (the HDF5 files too) and is written
+chunk by chunk from the Zarr store, so memory stays bounded.  The peers' formats
+are written from the store by :mod:`benchmarks.peers`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from typing import Any
 import numpy as np
 
 __all__ = ["N_CHANNELS", "N_TIMES", "WINDOW_BYTES", "LoadingData", "bytes_on_disk",
-           "prepare_loading_data", "product_chunk_windows", "product_codec", "recode_store",
+           "prepare_loading_data", "product_chunk_windows", "product_codec", "product_dtype",
+           "recode_store",
            "windows_for_gb"]
 
 N_CHANNELS = 129
@@ -56,13 +58,22 @@ def product_codec() -> tuple[str, list[Any]]:
     return DEFAULT_COMPRESSOR, compressor_codecs(DEFAULT_COMPRESSOR)
 
 
-def product_chunk_windows(default: int = 64) -> int:
-    """Windows per chunk ``eegstore build`` would choose for 129 x 200 float32 windows."""
+def product_dtype() -> str:
+    """Storage dtype ``eegstore build`` uses by default (float32 before it had a choice)."""
     try:
-        from eegstore.build import TARGET_CHUNK_BYTES
+        from eegstore.build.layout import DEFAULT_DTYPE
+    except ImportError:
+        return "float32"
+    return str(DEFAULT_DTYPE)
+
+
+def product_chunk_windows(default: int = 64) -> int:
+    """Windows per chunk ``eegstore build`` would choose for 129 x 200 windows by default."""
+    try:
+        from eegstore.placement import chunk_windows_for
     except ImportError:
         return default
-    return max(1, int(TARGET_CHUNK_BYTES) // WINDOW_BYTES)
+    return chunk_windows_for(N_CHANNELS, N_TIMES, product_dtype())
 
 
 def recode_store(path: Path) -> str:
@@ -108,11 +119,12 @@ class LoadingData:
     def data_gb(self) -> float:
         return self.n_windows * WINDOW_BYTES / GB
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _write_hdf5(path: Path, src, targets: np.ndarray, layout: str, slab: int) -> list[int] | None:
+def _write_hdf5(path: Path, src: Any, targets: np.ndarray, layout: str,
+                slab: int) -> list[int] | None:
     import h5py
 
     n = src.shape[0]
@@ -170,7 +182,7 @@ def prepare_loading_data(root: str | Path, size_gb: float, *, chunk_windows: int
     manifest = root / "manifest.json"
     want = {"n_windows": n_windows, "chunk_windows": chunk_windows, "hdf5": hdf5, "seed": seed,
             "n_channels": N_CHANNELS, "n_times": N_TIMES, "codec": product_codec()[0],
-            "version": 2}
+            "dtype": product_dtype(), "version": 2}
     paths = {
         "zarr": root / "store.zarr",
         "npy": root / "windows.npy",

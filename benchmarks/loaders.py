@@ -12,7 +12,10 @@ initial load, is excluded; its latency is ``first_batch_s``), and
 ``windows_per_s_total`` divides every delivered window by the whole wall time.
 When fewer than ``MIN_STEADY_BATCHES`` batches follow the first (hdf5_seed,
 whose sample is one batch per worker), ``windows_per_s`` is the whole-run rate
-and ``steady_state`` is false.
+and ``steady_state`` is false.  The peers (``litdata``, ``mosaic``, ``xbatcher``)
+are in :mod:`benchmarks.peers`.  A strategy the installed libraries cannot run as
+specified (e.g. ``float16`` delivery from an eegstore without ``dtype=``) ends with
+status ``skipped`` and the reason, never with a substitute measurement.
 """
 
 from __future__ import annotations
@@ -20,18 +23,24 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["STRATEGIES", "run_spec"]
+from benchmarks.peers import PEERS, peer_loader
+
+__all__ = ["STRATEGIES", "Unsupported", "run_spec"]
 
 #: Batches after each epoch's first needed for a steady-state rate.
 MIN_STEADY_BATCHES = 5
 STRATEGIES = ("eegstore", "hdf5_seed", "hdf5_tuned", "full_load", "braindecode_lazy",
-              "zarr_chunks", "dataloader_ceiling")
+              "zarr_chunks", "dataloader_ceiling", *PEERS)
+
+
+class Unsupported(RuntimeError):
+    """The installed libraries cannot run the strategy as specified (a skip, not a failure)."""
 
 
 def _self_rss_mb() -> float:
@@ -57,7 +66,7 @@ class _H5Windows:
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple[Any, Any, int]:
         if self._ds is None:  # opened lazily, once per worker process
             import h5py
 
@@ -76,7 +85,7 @@ class _InRam:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
-    def __getitem__(self, idx: list[int]):
+    def __getitem__(self, idx: list[int]) -> tuple[Any, Any, Any]:
         import torch
 
         ii = np.asarray(idx, dtype=np.int64)
@@ -95,7 +104,7 @@ class _Ceiling:
         self.batch_size = batch_size
         self.shape = shape
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[Any, Any, Any]]:
         import torch
         from torch.utils.data import get_worker_info
 
@@ -110,7 +119,7 @@ class _Ceiling:
 
 
 # --------------------------------------------------------------------------- loaders
-def _loader_factory(spec: dict[str, Any]) -> Callable[[int], Iterable]:
+def _loader_factory(spec: dict[str, Any]) -> Callable[[int], Iterable[Any]]:
     """Return ``make(epoch) -> iterable of batches`` for the spec's strategy."""
     import torch
     from torch.utils.data import BatchSampler, DataLoader, RandomSampler
@@ -123,13 +132,23 @@ def _loader_factory(spec: dict[str, Any]) -> Callable[[int], Iterable]:
     def gen(epoch: int) -> torch.Generator:
         return torch.Generator().manual_seed(seed * 1000 + epoch)
 
+    if strategy in PEERS:
+        return peer_loader(spec)
+
     if strategy == "eegstore":
+        import inspect
+
         from eegstore.torch import WindowStream
 
-        stream = WindowStream(spec["zarr"], bs, shuffle=True, seed=seed,
-                              **spec.get("stream_kwargs", {}))
+        kwargs = dict(spec.get("stream_kwargs", {}))
+        accepted = inspect.signature(WindowStream).parameters
+        missing = sorted(k for k in kwargs if k not in accepted)
+        if missing:
+            raise Unsupported(f"the installed eegstore's WindowStream has no "
+                              f"{', '.join(m + '=' for m in missing)} argument")
+        stream = WindowStream(spec["zarr"], bs, shuffle=True, seed=seed, **kwargs)
 
-        def make_stream(epoch: int) -> Iterable:
+        def make_stream(epoch: int) -> Iterable[Any]:
             stream.set_epoch(epoch)
             return DataLoader(stream, batch_size=None, num_workers=workers)
 
@@ -138,7 +157,7 @@ def _loader_factory(spec: dict[str, Any]) -> Callable[[int], Iterable]:
     if strategy in ("hdf5_seed", "hdf5_tuned"):
         ds = _H5Windows(spec["hdf5"])
 
-        def make_h5(epoch: int) -> Iterable:
+        def make_h5(epoch: int) -> Iterable[Any]:
             return DataLoader(ds, batch_size=bs, shuffle=True, num_workers=workers,  # type: ignore[arg-type]
                               generator=gen(epoch))
 
@@ -149,7 +168,7 @@ def _loader_factory(spec: dict[str, Any]) -> Callable[[int], Iterable]:
         y = np.load(spec["targets"]).astype(np.float32)
         mem = _InRam(x, y)
 
-        def make_ram(epoch: int) -> Iterable:
+        def make_ram(epoch: int) -> Iterable[Any]:
             sampler = BatchSampler(RandomSampler(range(len(mem)), generator=gen(epoch)), bs,
                                    drop_last=False)
             return DataLoader(mem, sampler=sampler, batch_size=None,  # type: ignore[arg-type]
@@ -160,12 +179,12 @@ def _loader_factory(spec: dict[str, Any]) -> Callable[[int], Iterable]:
     if strategy == "dataloader_ceiling":
         from torch.utils.data import IterableDataset
 
-        class _It(_Ceiling, IterableDataset):
+        class _It(_Ceiling, IterableDataset[tuple[Any, Any, Any]]):
             pass
 
         ceiling = _It(int(spec["n_windows"]), bs, tuple(spec["window_shape"]))
 
-        def make_ceiling(epoch: int) -> Iterable:
+        def make_ceiling(epoch: int) -> Iterable[Any]:
             return DataLoader(ceiling, batch_size=None, num_workers=workers)
 
         return make_ceiling
@@ -178,7 +197,7 @@ def _loader_factory(spec: dict[str, Any]) -> Callable[[int], Iterable]:
         cw = int(arr.chunks[0])
         n_chunks = -(-int(arr.shape[0]) // cw)
 
-        def make_chunks(epoch: int) -> Iterable:
+        def make_chunks(epoch: int) -> Iterable[Any]:
             order = np.random.default_rng([seed, epoch]).permutation(n_chunks)
             for c in order:
                 yield (torch.from_numpy(np.asarray(arr[c * cw:(c + 1) * cw])),)
@@ -188,7 +207,7 @@ def _loader_factory(spec: dict[str, Any]) -> Callable[[int], Iterable]:
     if strategy == "braindecode_lazy":
         windows = _braindecode_windows(spec)
 
-        def make_bd(epoch: int) -> Iterable:
+        def make_bd(epoch: int) -> Iterable[Any]:
             return DataLoader(windows, batch_size=bs, shuffle=True, num_workers=workers,
                               generator=gen(epoch))
 
@@ -197,7 +216,7 @@ def _loader_factory(spec: dict[str, Any]) -> Callable[[int], Iterable]:
     raise ValueError(f"expected a strategy in {STRATEGIES}, got {strategy!r}")
 
 
-def _braindecode_windows(spec: dict[str, Any]):
+def _braindecode_windows(spec: dict[str, Any]) -> Any:
     """The start-kit path: lazy BDF raws -> braindecode fixed-length windows (no preload)."""
     import mne
     from braindecode.datasets import BaseConcatDataset, RawDataset
@@ -227,14 +246,14 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     ----------
     spec : dict
         ``strategy``, ``batch_size``, ``workers``, ``time_limit_s``, ``max_windows``,
-        ``single_epoch`` and the strategy's paths.  The time limit counts from the
-        first batch.
+        ``single_epoch``, ``expect_dtype`` (the torch dtype name batches must have) and
+        the strategy's paths.  The time limit counts from the first batch.
 
     Returns
     -------
     dict
         windows, epochs, first_batch_s, windows_per_s, windows_per_s_total,
-        elapsed_s, baseline_rss_mb, checksum.
+        elapsed_s, baseline_rss_mb, window_shape, dtype, checksum.
     """
     import torch
 
@@ -254,6 +273,8 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     checksum = 0.0
     stop = False
     shape: list[int] = []
+    dtype = ""
+    expect_dtype = spec.get("expect_dtype")
     while not stop:
         it = iter(make(epochs))
         t_epoch_first: float | None = None
@@ -267,6 +288,9 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
             if first_batch_s is None:
                 first_batch_s = now - t0
                 shape = list(x.shape[1:])
+                dtype = str(x.dtype).removeprefix("torch.")
+                if expect_dtype and dtype != expect_dtype:
+                    raise ValueError(f"expected {expect_dtype} batches, got {dtype}")
             if t_epoch_first is None:
                 t_epoch_first = now
             else:
@@ -300,6 +324,7 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
         "elapsed_s": elapsed,
         "baseline_rss_mb": baseline,
         "window_shape": shape,
+        "dtype": dtype,
         "checksum": checksum,
     }
 
@@ -311,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         payload = run_spec(spec)
         payload["status"] = "ok"
+    except Unsupported as exc:
+        payload = {"status": "skipped", "reason": str(exc)}
     except Exception as exc:
         import traceback
 

@@ -7,20 +7,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["REQUIRED_FIELDS", "build_pairs", "evaluate_targets", "plot_results", "speedup_factors",
-           "speedup_factors_note", "write_markdown"]
+from benchmarks.peers import PEER_NOTES, PEERS
+
+__all__ = ["REQUIRED_FIELDS", "backends_lines", "build_pairs", "evaluate_targets", "gpu_lines",
+           "layout_lines", "plot_results", "speedup_factors", "speedup_factors_note",
+           "write_markdown"]
 
 #: Fields every record of results.json carries (None where not applicable).
 REQUIRED_FIELDS = ("suite", "strategy", "cache", "store_gb", "workers", "windows_per_s",
                    "peak_rss_mb", "first_batch_s", "bytes_on_disk", "status")
 
 
-def _ok(records: Sequence[dict], **match: Any) -> list[dict]:
+def _ok(records: Sequence[dict[str, Any]], **match: Any) -> list[dict[str, Any]]:
     return [r for r in records if r.get("status") == "ok" and r.get("windows_per_s")
             and all(r.get(k) == v for k, v in match.items())]
 
 
-def _one(records: Sequence[dict], **match: Any) -> dict | None:
+def _one(records: Sequence[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
     found = _ok(records, **match)
     return max(found, key=lambda r: r["windows_per_s"]) if found else None
 
@@ -97,48 +100,93 @@ def speedup_factors_note(pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]],
             + "; ".join(parts))
 
 
-def evaluate_targets(records: Sequence[dict], workers: int | None = None
-                     ) -> list[dict[str, Any]]:
-    """Check the issue's targets against the records of one run.
+def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None,
+           key: str = "windows_per_s") -> float | None:
+    if a is None or b is None or not a.get(key) or not b.get(key):
+        return None
+    return float(a[key]) / float(b[key])
 
-    Throughputs compare the smallest (1x) size, warm or cold as named, at the
-    run's worker count ``workers`` (default: any); ``hdf5_tuned`` is its
-    fastest variant in that regime.
+
+def _desc(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str = "windows_per_s",
+          unit: str = "windows/s") -> str:
+    if a is None or b is None:
+        return "not measured: " + ", ".join(
+            n for n, r in (("eegstore", a), ("baseline", b)) if r is None)
+    return (f"{a[key]:.0f} vs {b[key]:.0f} {unit} ({a['strategy']}/{a.get('variant')} vs "
+            f"{b['strategy']}/{b.get('variant')}, {b.get('workers')} workers)")
+
+
+def _cold_bound_target(eeg: dict[str, Any] | None,
+                       disk_read_gb_per_s: float | None) -> dict[str, Any]:
+    """eegstore cold vs the disk's sequential read rate x the store's compression ratio.
+
+    The bound in windows/s is the disk rate divided by the stored bytes per window
+    (``bytes_on_disk / n_windows``), i.e. disk rate x compression ratio (delivered
+    float32 bytes / stored bytes) / float32 bytes per window.
     """
+    name = "eegstore cold >= 0.8x (disk sequential read x compression ratio)"
+    if eeg is None or not disk_read_gb_per_s or not eeg.get("bytes_on_disk"):
+        return _target(name, None, 0.8, "not measured: " + ("eegstore cold" if eeg is None
+                                                             else "disk read rate"))
+    stored_per_window = float(eeg["bytes_on_disk"]) / float(eeg["n_windows"])
+    bound = disk_read_gb_per_s * 1e9 / stored_per_window
+    ratio = eeg.get("compression_ratio") or 0.0
+    return _target(name, eeg["windows_per_s"] / bound, 0.8,
+                   f"{eeg['windows_per_s']:.0f} windows/s ({eeg.get('variant')}, "
+                   f"{eeg.get('workers')} workers) vs {bound:.0f} = {disk_read_gb_per_s:g} GB/s "
+                   f"x compression ratio {ratio:.2f} / {stored_per_window * ratio:.0f} B per "
+                   f"float32 window")
+
+
+def _loading_targets(records: Sequence[dict[str, Any]], workers: int | None,
+                     disk_read_gb_per_s: float | None) -> list[dict[str, Any]]:
+    """Targets of the loading suite: the smallest (1x) size, ``eegstore`` float32 unless named."""
     out: list[dict[str, Any]] = []
     base: dict[str, Any] = {"suite": "loading", "size_factor": 1}
-    if workers is not None:
-        base["workers"] = workers
-        records = [r for r in records if r.get("suite") != "loading"
-                   or r.get("workers") == workers]
-    eeg_w = _one(records, strategy="eegstore", cache="warm", **base)
-    eeg_c = _one(records, strategy="eegstore", cache="cold", **base)
+    at_n: dict[str, Any] = {} if workers is None else {"workers": workers}
+    at_0: dict[str, Any] = {"workers": 0}
+    n_label = "the run's workers" if workers is None else f"{workers} workers"
 
-    def ratio(a: dict | None, b: dict | None) -> float | None:
-        if a is None or b is None or not b.get("windows_per_s"):
-            return None
-        return a["windows_per_s"] / b["windows_per_s"]
+    def one(strategy: str, cache: str = "warm", variant: str | None = None,
+            **match: Any) -> dict[str, Any] | None:
+        if variant is not None:
+            match["variant"] = variant
+        return _one(records, strategy=strategy, cache=cache, **base, **match)
 
-    def desc(a: dict | None, b: dict | None) -> str:
-        if a is None or b is None:
-            return "not measured: " + ", ".join(
-                n for n, r in (("eegstore", a), ("baseline", b)) if r is None)
-        return (f"{a['windows_per_s']:.0f} vs {b['windows_per_s']:.0f} windows/s "
-                f"({b['strategy']}/{b.get('variant')})")
-
+    full0 = one("full_load", variant="float32", workers=0)
+    for variant, thr in (("float32", 0.5), ("float16", 1.0)):
+        a = one("eegstore", variant=variant, workers=0)
+        out.append(_target(f"eegstore {variant} in-process warm >= {thr:g}x full_load float32",
+                           _ratio(a, full0), thr, _desc(a, full0)))
+    for label, match in (("0 workers", at_0), (n_label, at_n)):
+        a = one("eegstore", variant="float32", **match)
+        b = one("hdf5_tuned", variant="contiguous", **match)
+        out.append(_target(f"eegstore warm >= 1x hdf5_tuned contiguous ({label})",
+                           _ratio(a, b), 1.0, _desc(a, b)))
+    for peer in PEERS:
+        for label, match in (("0 workers", at_0), (n_label, at_n)):
+            a = one("eegstore", variant="float32", **match)
+            b = one(peer, **match)
+            out.append(_target(f"eegstore warm >= 5x {peer} ({label})", _ratio(a, b), 5.0,
+                               _desc(a, b)))
+            out.append(_target(f"eegstore peak RSS <= {peer}'s ({label}, ratio)",
+                               _ratio(a, b, "peak_rss_mb"), 1.0,
+                               _desc(a, b, "peak_rss_mb", "MB"), higher_is_better=False))
+    cold = [r for r in _ok(records, strategy="eegstore", cache="cold", variant="float32",
+                           **base) if workers is None or r.get("workers") in (0, workers)]
+    out.append(_cold_bound_target(max(cold, key=lambda r: r["windows_per_s"], default=None),
+                                  disk_read_gb_per_s))
     for name, thr, cache, strat in (
-            ("eegstore warm >= 0.5x full_load warm", 0.5, "warm", "full_load"),
-            ("eegstore warm >= 1x hdf5_tuned warm", 1.0, "warm", "hdf5_tuned"),
             ("eegstore warm >= 1000x hdf5_seed warm", 1000.0, "warm", "hdf5_seed"),
             ("eegstore cold >= 2x hdf5_tuned cold", 2.0, "cold", "hdf5_tuned")):
-        a = eeg_w if cache == "warm" else eeg_c
-        b = _one(records, strategy=strat, cache=cache, **base)
-        out.append(_target(name, ratio(a, b), thr, desc(a, b)))
+        a = one("eegstore", cache, "float32", **at_n)
+        b = one(strat, cache, **at_n)
+        out.append(_target(f"{name} ({n_label})", _ratio(a, b), thr, _desc(a, b)))
 
     def rss_by_size(strategy: str) -> list[tuple[float, float]]:
-        rows = [(r["store_gb"], r["peak_rss_mb"]) for r in _ok(records, suite="loading",
-                                                               strategy=strategy, cache="warm")
-                if r.get("peak_rss_mb")]
+        rows = [(r["store_gb"], r["peak_rss_mb"])
+                for r in _ok(records, suite="loading", strategy=strategy, cache="warm",
+                             variant="float32", **at_n) if r.get("peak_rss_mb")]
         return sorted(rows)
 
     eeg_rss = rss_by_size("eegstore")
@@ -158,6 +206,22 @@ def evaluate_targets(records: Sequence[dict], workers: int | None = None
         out.append(_target("full_load peak RSS grows with size (largest/smallest)", growth, 1.5,
                            f"store grew {size_growth:.1f}x; peak RSS MB " + ", ".join(
                                f"{g:g} GB: {v:.0f}" for g, v in full_rss)))
+    return out
+
+
+def evaluate_targets(records: Sequence[dict[str, Any]], workers: int | None = None,
+                     disk_read_gb_per_s: float | None = None) -> list[dict[str, Any]]:
+    """Check the issue's targets against the records of one run.
+
+    Loading targets compare the smallest (1x) size: ``eegstore`` float32 delivery
+    (float16 where named) against each baseline's record at the same worker count
+    and cache state: 0 workers (in-process) where named, else the run's worker count
+    ``workers`` (default: any; then the fastest record of each).  The cold target
+    needs the disk's measured sequential read rate ``disk_read_gb_per_s``.  A target
+    without the records it needs has ``passed`` None.
+    """
+    out = _loading_targets(records, workers, disk_read_gb_per_s)
+    out.append(_layout_size_target(records))
     all_builds = [r for r in records if r.get("suite") == "build"
                   and r.get("strategy") == "eegstore_build" and r.get("status") == "ok"]
     # a build of a subset of the subjects has a variant ending in "-subjects"
@@ -195,6 +259,20 @@ def evaluate_targets(records: Sequence[dict], workers: int | None = None
         out.append(_target("Dask build speed-up with 2 workers >= 1.6x", None, 1.6,
                            "build suite not measured"))
     return out
+
+
+def _layout_size_target(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The build's default layout at most 10 % larger on disk than float32 + zstd-1."""
+    from benchmarks.layout import SIZE_SLACK, default_layout
+
+    name = "default layout on disk <= 1.1x float32 + zstd-1 (layout suite)"
+    rec = default_layout(records)
+    if rec is None:
+        return _target(name, None, 1.0 + SIZE_SLACK, "layout suite not measured",
+                       higher_is_better=False)
+    return _target(name, rec["size_vs_reference"], 1.0 + SIZE_SLACK,
+                   f"{rec['dtype']} / {rec['codec']} / {rec['chunk_windows']} windows per chunk: "
+                   f"{rec['bytes_on_disk'] / 1e6:.1f} MB", higher_is_better=False)
 
 
 # --------------------------------------------------------------------------- markdown
@@ -270,8 +348,14 @@ def write_markdown(path: Path, result: dict[str, Any]) -> None:
         "IPC); `zarr_chunks` reads whole Zarr chunks in random order with no gather: the "
         "ceiling of any chunk-wise reader of the same store; `dataloader_ceiling` only copies "
         "an in-RAM batch in each worker and ships it to the main process: the DataLoader's "
-        "own transfer ceiling at that worker count. Targets use the rows at the "
-        "run's worker count. CPU s / wall s is the CPU time of the whole process tree over "
+        "own transfer ceiling at that worker count. `variant` is the layout or the delivered "
+        "dtype (`float16`: eegstore's float16 delivery; every other row delivers float32). "
+        "Peers: " + "; ".join(f"`{k}`: {v}" for k, v in PEER_NOTES.items()) + ". "
+        "Conversion s is "
+        "the time to write a peer's format from the store, in its own process (xbatcher "
+        "reads the store: 0). Cold runs evict the files a strategy reads from the page "
+        "cache, for the peers too. Targets use the rows named in each target. CPU s / wall s "
+        "is the CPU time of the whole process tree over "
         "the wall time: below the number of busy processes it shows CPU starvation (the "
         "machine is shared and has 2 cores).", "",
         "## Targets", ""]
@@ -284,10 +368,11 @@ def write_markdown(path: Path, result: dict[str, Any]) -> None:
     lines += _table(
         ["suite", "strategy", "variant", "cache", "store GB", "workers", "windows/s",
          "first batch s", "peak RSS MB", "peak PSS MB", "CPU s / wall s", "on disk MB",
-         "status"],
+         "conversion s", "status"],
         [[r["suite"], r["strategy"], r.get("variant"), r["cache"], r["store_gb"], r["workers"],
           r.get("windows_per_s"), r.get("first_batch_s"), r.get("peak_rss_mb"),
           r.get("peak_pss_mb"), r.get("cpu_per_wall"), _mb(r.get("bytes_on_disk")),
+          r.get("conversion_s"),
           r["status"] + (f" ({r['reason']})" if r.get("reason") else "")] for r in load])
     build = [r for r in recs if r["suite"] == "build" and r["strategy"] != "cpu_scaling"]
     scaling = [r for r in recs if r["suite"] == "build" and r["strategy"] == "cpu_scaling"]
@@ -334,20 +419,111 @@ def write_markdown(path: Path, result: dict[str, Any]) -> None:
         if best:
             lines += ["", f"Best lossless codec ({best['rule']}): **{best['lossless']}**; "
                           f"best incl. lossy: **{best['any']}**."]
-    gpu = [r for r in recs if r["suite"] == "gpu"]
-    if gpu:
-        lines += ["", "## GPU feed (EEGNeX, challenge 1)", ""]
-        lines += _table(
-            ["strategy", "device", "windows/s", "step ms", "data-wait fraction", "status"],
-            [[r["strategy"], r.get("device"), r.get("windows_per_s"), r.get("step_ms"),
-              r.get("data_wait_fraction"),
-              r["status"] + (f" ({r['reason']})" if r.get("reason") else "")] for r in gpu])
+    lines += layout_lines(result)
+    lines += gpu_lines(recs)
+    lines += backends_lines(result)
     lines += ["", "Plots: `rss_vs_size.png`, `throughput.png`.", ""]
     path.write_text("\n".join(lines))
 
 
+def _status(r: dict[str, Any]) -> str:
+    return str(r["status"]) + (f" ({r['reason']})" if r.get("reason") else "")
+
+
+def layout_lines(result: dict[str, Any]) -> list[str]:
+    """The layout suite's section of ``results.md`` (empty when it did not run)."""
+    recs = [r for r in result["records"] if r["suite"] == "layout"]
+    if not recs:
+        return []
+    first = recs[0]
+    lines = ["", "## Store layout", "",
+             f"{first.get('n_windows')} windows of synthetic EEG in µV (one `eegstore synth` "
+             f"subject, signal std {_fmt(first.get('signal_std_uv'))} µV); warm in-process "
+             f"reads through `WindowStream` (batch {first.get('batch_size')}, shuffle on, no "
+             "DataLoader workers, default threads). \"vs ref\" is the size on disk over "
+             "float32 + zstd-1 at the same chunk size (today's default); **yes** marks the "
+             "layouts at most 10 % larger. Error columns: float16 against the float32 "
+             "original, relative to the signal's std (overall max / RMS, worst channel's "
+             "max). `lz4` is a numcodecs codec, outside the Zarr v3 specification.", ""]
+    lines += _table(
+        ["dtype", "codec", "chunk windows", "delivery", "on disk MB", "vs ref", "≤ +10 %",
+         "write s", "windows/s", "first batch s", "max err / std", "RMS err / std",
+         "worst channel max err / std", "status"],
+        [[r["dtype"], r["codec"], r["chunk_windows"], r.get("delivery"),
+          _mb(r.get("bytes_on_disk")),
+          None if r.get("size_vs_reference") is None else f"{r['size_vs_reference']:.3f}",
+          "**yes**" if r.get("within_size_target") else "no", r.get("write_s"),
+          r.get("windows_per_s"), r.get("first_batch_s"), r.get("error_max_rel_std"),
+          r.get("error_rms_rel_std"), r.get("error_channel_max_rel_std"), _status(r)]
+         for r in recs])
+    err = result.get("float16_error")
+    if err:
+        lines += ["", f"float16 error bound on this EEG (µV): max {err['max_abs_uv']:.3g} µV = "
+                      f"{err['max_rel_std']:.3g} std, RMS {err['rms_uv']:.3g} µV = "
+                      f"{err['rms_rel_std']:.3g} std; worst channel: max "
+                      f"{err['channel_max_rel_std']:.3g}, RMS {err['channel_rms_rel_std']:.3g} "
+                      "of its std."]
+    best = result.get("best_layout")
+    if best:
+        lines += ["", f"Fastest layout within the size target: **{best['dtype']} / "
+                      f"{best['codec']} / {best['chunk_windows']} windows per chunk** "
+                      f"({best['delivery']} delivery, {_fmt(best['windows_per_s'])} windows/s)."]
+    if result.get("float16_delivery") is False:
+        lines += ["", "WindowStream has no `dtype=` argument here: float16 layouts were read "
+                      "with float32 delivery only."]
+    return lines
+
+
+def backends_lines(result: dict[str, Any]) -> list[str]:
+    """The backends suite's section of ``results.md`` (empty when it did not run)."""
+    recs = [r for r in result["records"] if r["suite"] == "backends"]
+    if not recs:
+        return []
+    first = recs[0]
+    lines = ["", "## Read backends", "",
+             f"Whole-chunk reads of {first.get('n_windows')} windows ({first.get('chunk_windows')} "
+             "per chunk), warm page cache, in one process; threads = calling threads "
+             "(zarrs and tensorstore also run their own pools). MB/s of decoded data. Fork "
+             f"probe (on the {first.get('fork_probe_layout')} store, each backend in a fresh "
+             "interpreter): read two chunks, fork, read two chunks in the child; a child "
+             "that does not answer in time is killed (`hang`).", ""]
+    lines += _table(
+        ["backend", "layout", "threads", "read path", "windows/s", "MB/s", "on disk MB",
+         "fork-safe", "status"],
+        [[r["backend"], r["layout"], r.get("threads"), r.get("read_path"),
+          r.get("windows_per_s"), r.get("mb_per_s"), _mb(r.get("bytes_on_disk")),
+          r.get("fork_safe"), _status(r)] for r in recs])
+    verdict = result.get("backends_verdict")
+    if verdict:
+        lines += ["", f"**Verdict**: {verdict['line']}"]
+    return lines
+
+
+def gpu_lines(recs: Sequence[dict[str, Any]]) -> list[str]:
+    """The GPU feed suite's section of ``results.md`` (empty when it did not run)."""
+    gpu = [r for r in recs if r["suite"] == "gpu"]
+    if not gpu:
+        return []
+    lines = ["", "## GPU feed (EEGNeX, challenge 1)", ""]
+    ran = next((r for r in gpu if r.get("gpu_name")), gpu[0])
+    lines += [f"GPU: {ran.get('gpu_name') or 'none'}; CUDA {ran.get('cuda_version') or '-'}, "
+              f"torch {ran.get('torch_version') or '-'}. Data wait = time from a step's start "
+              "until its batch is on the device (iterator, host-to-device copy, float16 to "
+              "float32 on the GPU) over the whole step, each step synchronised; warm-up steps and "
+              "each epoch's first batch are not counted. Overlapped: the same steps again "
+              "without synchronisation (fetching overlaps computing, as in training).", ""]
+    lines += _table(
+        ["feed", "delivery", "workers", "pinned", "windows/s", "overlapped windows/s",
+         "step ms", "data-wait fraction", "steps", "peak RSS MB", "status"],
+        [[r.get("variant") or r["strategy"], r.get("delivery"), r.get("workers"),
+          r.get("pinned"), r.get("windows_per_s"), r.get("overlapped_windows_per_s"),
+          r.get("step_ms"), r.get("data_wait_fraction"), r.get("steps"), r.get("peak_rss_mb"),
+          _status(r)] for r in gpu])
+    return lines
+
+
 # --------------------------------------------------------------------------- plots
-def plot_results(out_dir: Path, records: Sequence[dict], workers: int | None = None
+def plot_results(out_dir: Path, records: Sequence[dict[str, Any]], workers: int | None = None
                  ) -> list[Path]:
     """Write ``rss_vs_size.png`` and ``throughput.png``; return their paths.
 

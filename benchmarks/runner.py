@@ -26,7 +26,7 @@ from eegstore.errors import ConfigError
 
 __all__ = ["SUITES", "RunConfig", "run_benchmarks"]
 
-SUITES = ("loading", "build", "codec", "gpu")
+SUITES = ("loading", "build", "codec", "layout", "gpu", "backends")
 DEFAULT_SIZES_GB = (0.5, 1.0, 2.0)
 QUICK_SIZES_GB = (0.004, 0.008, 0.016)
 
@@ -151,7 +151,8 @@ def run_benchmarks(cfg: RunConfig) -> dict[str, Any]:
                                  time_limit_s=cfg.time_limit_s,
                                  cold_time_limit_s=cfg.cold_time_limit_s,
                                  seed_time_limit_s=cfg.seed_time_limit_s,
-                                 cold_all_sizes=not cfg.quick, in_process_too=not cfg.quick)
+                                 cold_all_sizes=not cfg.quick, in_process_too=not cfg.quick,
+                                 cold_variants=not cfg.quick)
             records += run_loading_suite(lcfg, data_root, seed=cfg.seed)
         if "build" in cfg.suites or "codec" in cfg.suites:
             from benchmarks.build import run_build_suite
@@ -159,10 +160,22 @@ def run_benchmarks(cfg: RunConfig) -> dict[str, Any]:
             recs, info = run_build_suite(cfg, data_root)
             records += recs
             extra.update(info)
+        if "layout" in cfg.suites:
+            from benchmarks.layout import run_layout_suite
+
+            recs, info = run_layout_suite(cfg, data_root)
+            records += recs
+            extra.update(info)
         if "gpu" in cfg.suites:
             from benchmarks.gpu import run_gpu_suite
 
             records += run_gpu_suite(cfg, data_root)
+        if "backends" in cfg.suites:
+            from benchmarks.backends import run_backends_suite
+
+            recs, info = run_backends_suite(cfg, data_root)
+            records += recs
+            extra.update(info)
     finally:
         if tmp_root is not None and not cfg.keep_data:
             shutil.rmtree(tmp_root, ignore_errors=True)
@@ -176,7 +189,8 @@ def run_benchmarks(cfg: RunConfig) -> dict[str, Any]:
         "machine": machine,
         "config": cfg.to_dict(),
         "records": records,
-        "targets": evaluate_targets(records, workers=cfg.workers),
+        "targets": evaluate_targets(records, workers=cfg.workers,
+                                    disk_read_gb_per_s=machine.get("disk_read_cold_gb_per_s")),
         **extra,
     }
     (cfg.out / "results.json").write_text(json.dumps(result, indent=1, default=str))

@@ -35,6 +35,7 @@ _LAZY: dict[str, str] = {
     # streaming and splits
     "WindowStream": "eegstore.torch",
     "WindowDataset": "eegstore.torch",
+    "StreamLoader": "eegstore.loader",
     "subject_split": "eegstore.splits",
     "release_split": "eegstore.splits",
     "check_schema": "eegstore.schema",
@@ -46,6 +47,7 @@ __all__ = [
     "Challenge2Recipe",
     "FixedRecipe",
     "Recording",
+    "StreamLoader",
     "WindowDataset",
     "WindowStream",
     "__version__",
@@ -64,6 +66,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from eegstore.build import BuildReport, build_store
+    from eegstore.loader import StreamLoader
     from eegstore.recipes import Challenge1Recipe, Challenge2Recipe, FixedRecipe, get_recipe
     from eegstore.schema import check_schema
     from eegstore.sources import Recording, discover_recordings, read_raw

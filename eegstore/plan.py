@@ -603,7 +603,8 @@ class StreamPlan:
 
     def order(self, epoch: int) -> np.ndarray:
         """Return the global window sequence of ``epoch`` (store positions)."""
-        return self.selected[self.order_ranks(epoch)]
+        order: np.ndarray = self.selected[self.order_ranks(epoch)]
+        return order
 
     def positions(self, epoch: int, index: np.ndarray) -> np.ndarray:
         """Positions in the global sequence of ``epoch`` of the windows ``index``."""

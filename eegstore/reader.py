@@ -134,10 +134,11 @@ class StoreReader:
         if self.storage_options:
             kw["storage_options"] = self.storage_options
         try:
-            return xr.open_zarr(self.source, **kw)
+            ds: xr.Dataset = xr.open_zarr(self.source, **kw)
         except Exception as exc:  # zarr/fsspec raise many types
             raise StoreError(f"expected a readable Zarr store at {self.source!r}, got "
                              f"{type(exc).__name__}: {exc}") from exc
+        return ds
 
     @staticmethod
     def _chunk_windows(ds: xr.Dataset) -> int:

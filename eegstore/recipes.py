@@ -44,6 +44,8 @@ from eegstore.schema import CHALLENGE1_COORDS, CHALLENGE2_COORDS
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+    from eegstore.sources import Recording
+
 __all__ = [
     "RECIPES",
     "Challenge1Recipe",
@@ -133,13 +135,13 @@ class Recipe:
         """Seconds between the window anchor and the first sample of a window."""
         return 0.0
 
-    def precheck(self, rec: Any) -> None:
+    def precheck(self, rec: Recording) -> None:
         """Raise :class:`RecordingError` when ``rec``'s metadata already rules it out."""
 
     def needs_events(self) -> bool:
         return False
 
-    def make_windows(self, n_times: int, sfreq: float, n_channels: int, rec: Any,
+    def make_windows(self, n_times: int, sfreq: float, n_channels: int, rec: Recording,
                      events: pd.DataFrame | None) -> Windows:  # pragma: no cover - abstract
         """Cut windows from a recording of ``n_times`` samples at ``sfreq``."""
         raise NotImplementedError
@@ -186,11 +188,12 @@ def challenge1_trials(events: pd.DataFrame) -> pd.DataFrame:
         raise RecordingError(f"garbled events: expected numeric onsets, got {exc}") from None
     if not np.all(np.isfinite(onsets.to_numpy(dtype=float))):
         raise RecordingError("garbled events: expected finite onsets, got NaN/Inf")
-    table = build_trial_table(events)
+    table: pd.DataFrame = build_trial_table(events)
     if table.empty:
         return table
     keep = table["stimulus_onset"].notna() & table["response_onset"].notna()
-    return table[keep].reset_index(drop=True)
+    trials: pd.DataFrame = table[keep].reset_index(drop=True)
+    return trials
 
 
 @dataclass(frozen=True)
@@ -237,11 +240,11 @@ class Challenge1Recipe(Recipe):
     def needs_events(self) -> bool:
         return True
 
-    def precheck(self, rec: Any) -> None:
+    def precheck(self, rec: Recording) -> None:
         if getattr(rec, "task", CCD_TASK) != CCD_TASK:
             raise RecordingError(f"expected task {CCD_TASK}, got {rec.task}")
 
-    def make_windows(self, n_times: int, sfreq: float, n_channels: int, rec: Any,
+    def make_windows(self, n_times: int, sfreq: float, n_channels: int, rec: Recording,
                      events: pd.DataFrame | None) -> Windows:
         self._check_sfreq(sfreq)
         if events is None:
@@ -283,7 +286,7 @@ def _fixed_starts(n_times: int, window_samples: int, stride_samples: int) -> np.
     return np.arange(0, n_times - window_samples + 1, stride_samples, dtype=np.int64)
 
 
-def _subject_coords(rec: Any, n: int) -> dict[str, np.ndarray]:
+def _subject_coords(rec: Recording, n: int) -> dict[str, np.ndarray]:
     part = getattr(rec, "participant", {}) or {}
     out: dict[str, np.ndarray] = {}
     for name in SUBJECT_FIELDS:
@@ -328,7 +331,7 @@ class Challenge2Recipe(Recipe):
     def window_samples(self, sfreq: float) -> int:
         return _samples(self.window_s, sfreq)
 
-    def precheck(self, rec: Any) -> None:
+    def precheck(self, rec: Recording) -> None:
         part = getattr(rec, "participant", {}) or {}
         if math.isnan(_to_float(part.get(self.target_field))):
             raise RecordingError(f"missing target: expected {self.target_field} for subject "
@@ -341,7 +344,7 @@ class Challenge2Recipe(Recipe):
             raise RecordingError(f"too short: expected at least {self.window_s:g} s, "
                                  f"got {float(dur):g} s")
 
-    def make_windows(self, n_times: int, sfreq: float, n_channels: int, rec: Any,
+    def make_windows(self, n_times: int, sfreq: float, n_channels: int, rec: Recording,
                      events: pd.DataFrame | None) -> Windows:
         self._check_sfreq(sfreq)
         if n_channels != self.n_channels:
@@ -389,7 +392,7 @@ class FixedRecipe(Recipe):
     def window_samples(self, sfreq: float) -> int:
         return _samples(self.window_s, sfreq)
 
-    def make_windows(self, n_times: int, sfreq: float, n_channels: int, rec: Any,
+    def make_windows(self, n_times: int, sfreq: float, n_channels: int, rec: Recording,
                      events: pd.DataFrame | None) -> Windows:
         self._check_sfreq(sfreq)
         w = self.window_samples(sfreq)

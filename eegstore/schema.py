@@ -91,7 +91,7 @@ REQUIRED_ATTRS = ("sfreq", "recipe", "preprocessing", "source", "versions", "sch
 
 
 def _kind_ok(dtype: Any, kind: str) -> bool:
-    k = dtype.kind
+    k = str(dtype.kind)
     if kind == "U":
         return k in "UOST"
     if kind == "f":

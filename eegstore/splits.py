@@ -26,7 +26,8 @@ def _coords(ds: xr.Dataset | str | Path) -> xr.Dataset:
         return ds
     if isinstance(ds, str | os.PathLike):
         try:
-            return xr.open_zarr(os.fspath(ds), chunks=None)
+            opened: xr.Dataset = xr.open_zarr(os.fspath(ds), chunks=None)
+            return opened
         except Exception as exc:  # zarr/fsspec raise many types
             raise StoreError(f"expected a readable store at {os.fspath(ds)!r}, got "
                              f"{type(exc).__name__}: {exc}") from exc

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import fsspec
 import numpy as np
 
+from eegstore._io import decode_strings
 from eegstore.errors import StoreError
 from eegstore.schema import DATA_VAR, RECORDING_DIM, check_schema
 
@@ -68,10 +69,11 @@ def zarr_kwargs(store: str, storage_options: Mapping[str, Any] | None = None,
 
 
 def str_values(values: Any) -> np.ndarray:
-    """Return ``values`` (numpy StringDType, object or unicode) as a fixed-width unicode array."""
-    arr = np.asarray(values)
-    return np.array([str(v) for v in arr.tolist()], dtype=str) if arr.size else \
-        np.zeros(arr.shape, dtype=str)
+    """Return text ``values`` (UTF-8 bytes, object, unicode or StringDType) as unicode.
+
+    See :func:`eegstore._io.decode_strings`.
+    """
+    return decode_strings(values)
 
 
 def _has_consolidated(store: str, storage_options: Mapping[str, Any] | None) -> bool:
@@ -110,8 +112,10 @@ def _load_labels(ds: xr.Dataset) -> xr.Dataset:
     """Load every variable except ``eeg`` into memory, text as plain Python ``str`` objects.
 
     Labels are small (a few bytes per window) and every selection needs them, so
-    they are read once here; numpy's ``StringDType`` (what zarr v3 returns for
-    text) is converted to ``object`` so that ``where``/``sel``/``astype(str)`` work.
+    they are read once here.  Text opens as ``object`` arrays of ``str`` (UTF-8 bytes
+    decoded by xarray, :mod:`eegstore._io`); in stores written with zarr's ``string``
+    data type it opens as numpy's ``StringDType``, which is converted to ``object`` so
+    that ``where``/``sel``/``astype(str)`` work there too.
     """
     loaded = {}
     for name, var in ds.variables.items():

@@ -20,7 +20,9 @@ import numpy as np
 import xarray as xr
 from scipy.signal import lfilter
 
-from eegstore.build import DEFAULT_COMPRESSOR, compressor_codecs
+from eegstore._io import STRING_ATTRS, encode_strings
+from eegstore.build import DEFAULT_COMPRESSOR, DEFAULT_DTYPE, DEFAULT_UNITS, compressor_codecs
+from eegstore.build.layout import check_layout
 from eegstore.errors import ConfigError
 from eegstore.schema import (
     CHALLENGE2_COORDS,
@@ -52,7 +54,8 @@ def _block(block_id: tuple[int, ...], *, seed: int, chunk_windows: int, n_window
     # quantised like an ADC (recorded EEG is integer counts times a gain, e.g. BDF's
     # 24 bits), which is what makes real recordings compressible at all
     x = np.round(x * _ADC_STEPS) / _ADC_STEPS
-    return x.astype(dtype)
+    block: np.ndarray = x.astype(dtype)
+    return block
 
 
 def make_store(
@@ -64,7 +67,8 @@ def make_store(
     chunk_windows: int = 8,
     n_subjects: int = 8,
     sfreq: float = 100.0,
-    dtype: str = "float32",
+    dtype: str = DEFAULT_DTYPE,
+    units: str = DEFAULT_UNITS,
     planted: float = 1.0,
     seed: int = 0,
     releases: tuple[str, ...] = ("R5",),
@@ -88,8 +92,11 @@ def make_store(
         Windows are spread over this many subjects (contiguous blocks, one recording each).
     sfreq : float
         Sampling frequency recorded in the attrs.
-    dtype : {"float32", "float16"}
-        Storage dtype.
+    dtype : {"float16", "float32"}
+        Storage dtype (default: the build's).
+    units : {"uV", "V"}
+        ``eeg.attrs["units"]`` (default: the build's).  The numbers are the same in
+        either: the synthetic signal has no physical scale.
     planted : float
         Amplitude of ``target * sin`` added to every channel (0 for pure noise).
     seed : int
@@ -104,6 +111,7 @@ def make_store(
     Path
         The store's path.
     """
+    check_layout(dtype, units, compressor)
     if n_windows < 1 or n_subjects < 1 or chunk_windows < 1:
         raise ConfigError(f"expected positive sizes, got n_windows={n_windows}, "
                           f"n_subjects={n_subjects}, chunk_windows={chunk_windows}")
@@ -131,7 +139,7 @@ def make_store(
     counts = np.bincount(subj_of, minlength=n_subjects).astype(np.int64)
     rel = np.array([releases[s % len(releases)] for s in range(n_subjects)], dtype=object)
     win = ("window",)
-    coords: dict[str, tuple] = {
+    coords: dict[str, tuple[tuple[str, ...], np.ndarray]] = {
         "channel": (("channel",), np.array([f"E{i + 1}" for i in range(n_channels)], dtype=object)),
         "time": (("time",), np.arange(n_times) / sfreq),
         "subject": (win, subjects),
@@ -160,7 +168,8 @@ def make_store(
         "recording_run": np.array(["1"] * n_subjects, dtype=object),
         "recording_release": rel,
     }
-    ds = xr.Dataset({"eeg": (("window", "channel", "time"), eeg)}, coords=coords)
+    ds = xr.Dataset({"eeg": (("window", "channel", "time"), eeg, {"units": units})},
+                    coords=coords)
     for name, values in table.items():
         ds[name] = (("recordings",), values)
     ds["chunk_crc32"] = (("chunk",), np.zeros(n_chunks, dtype=np.int64))
@@ -179,7 +188,26 @@ def make_store(
     ds.to_zarr(path, mode="w", consolidated=True, zarr_format=3,
                encoding={"eeg": {"chunks": (chunk_windows, n_channels, n_times),
                                  "compressors": compressor_codecs(compressor)}})
+    _store_text_as_utf8_bytes(path)
     return path
+
+
+def _store_text_as_utf8_bytes(path: Path) -> None:
+    """Rewrite the text arrays xarray wrote as the build writes them (:mod:`eegstore._io`)."""
+    import zarr
+    from zarr.core.dtype import VariableLengthBytes
+
+    group = zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False)
+    for name, arr in list(group.arrays()):
+        if arr.dtype.kind != "T":
+            continue
+        values, attrs = arr[:], dict(arr.attrs)
+        new = group.create_array(name, shape=arr.shape, chunks=arr.chunks,
+                                 dtype=VariableLengthBytes(), fill_value=b"",
+                                 dimension_names=arr.metadata.to_dict()["dimension_names"],  # type: ignore[arg-type]
+                                 attributes={**attrs, **STRING_ATTRS}, overwrite=True)
+        new[:] = encode_strings(values)
+    zarr.consolidate_metadata(path, zarr_format=3)
 
 
 class _CountingScheduler:
@@ -194,7 +222,9 @@ class _CountingScheduler:
                 f"expected at most {self.max_computes} dask compute(s), got "
                 f"{self.total_computes}; a lazy code path computed"
             )
-        return dask.get(dsk, keys, **kwargs)
+        from dask.local import get_sync
+
+        return get_sync(dsk, keys, **kwargs)
 
 
 @contextmanager

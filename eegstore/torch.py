@@ -114,7 +114,9 @@ def _alloc_batch(shape: tuple[int, ...], dtype: torch.dtype, *, shared: bool,
     allocates page-locked memory for asynchronous host-to-device copies.
     """
     if shared:
-        return torch.empty(shape, dtype=dtype).share_memory_()
+        out = torch.empty(shape, dtype=dtype)
+        out.share_memory_()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
+        return out
     if pinned and torch.cuda.is_available():
         return torch.empty(shape, dtype=dtype, pin_memory=True)
     # numpy's allocator returns freed batches to the heap for reuse; repeated
@@ -216,7 +218,7 @@ class _Assembler:
 
 
 # --------------------------------------------------------------------------- stream
-class WindowStream(IterableDataset):
+class WindowStream(IterableDataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
     """Chunk-aware, exactly-once batch stream of a store's windows.
 
     Yields whole batches ``(x, y, index)``: ``x`` ``(B, channel, time)`` in
@@ -508,7 +510,7 @@ def merge_stream_states(states: list[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- map-style
-class WindowDataset(Dataset):
+class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
     """Map-style view of a store's selected windows, for evaluation.
 
     Item ``i`` is the ``i``-th selected window in storage order:

@@ -30,16 +30,9 @@ SKIP_ATTRS = {"created", "updated", "versions", "source", "sources"}
 # ------------------------------------------------------------------ fixtures
 
 @pytest.fixture(scope="module")
-def ccd_tree(request, tmp_path_factory) -> Path:
-    """A synthetic release with CCD runs of 2 subjects (the shared fixture when present)."""
-    try:
-        return Path(request.getfixturevalue("synth_mini_ccd"))
-    except pytest.FixtureLookupError:
-        from eegstore.synth import synthesize
-
-        out = tmp_path_factory.mktemp("ccd")
-        synthesize(out, subjects=2, tasks=["contrastChangeDetection"], progress=False)
-        return out
+def ccd_tree(synth_mini_ccd) -> Path:
+    """A synthetic release with CCD runs of 2 subjects."""
+    return Path(synth_mini_ccd)
 
 
 def _bids_root(tree: Path) -> Path:
@@ -64,10 +57,10 @@ def client():
 
 @pytest.fixture(scope="module")
 def built(ccd_source, client, tmp_path_factory):
-    """A challenge1 store built with two worker processes (the reference)."""
+    """A challenge1 float32 store (microvolts) built with two worker processes (the reference)."""
     store = tmp_path_factory.mktemp("built") / "ccd.zarr"
     report = build_store(ccd_source, store, "challenge1", subjects=2, scheduler=client,
-                         chunk_windows=16, progress=False)
+                         chunk_windows=16, dtype="float32", progress=False)
     return store, report
 
 
@@ -84,6 +77,18 @@ def test_build_report_and_verify(built):
     assert ds.eeg.encoding["chunks"] == (16, 129, 200)
     np.testing.assert_allclose(ds.time.values[[0, -1]], [0.5, 2.49])
     assert not (store / "_staging").exists()
+
+
+def test_text_coordinates_open_as_str_in_plain_xarray(built):
+    import xarray as xr
+
+    store, _ = built
+    ds = xr.open_zarr(store)
+    for name in ("subject", "recording", "channel", "recordings", "recording_status"):
+        assert ds[name].dtype == object, name
+        assert ds[name].values.astype(str).dtype.kind == "U", name
+    assert set(ds.subject.values.astype(str)) == set(str_values(open_store(store).subject.values))
+    assert pd.Series(ds.recording_status.values).str.len().min() == 2  # "ok"
 
 
 def test_window_parity_with_start_kit(built, ccd_source):
@@ -124,7 +129,9 @@ def test_window_parity_with_start_kit(built, ccd_source):
         sel = np.flatnonzero(rec_of_window == rid)
         md = wds.metadata
         assert len(sel) == len(md)
-        x = np.stack([wds[i][0] for i in range(len(wds))]).astype(np.float32)
+        # braindecode's windows in volts, the store's in microvolts (its attrs say so)
+        assert ds.eeg.attrs["units"] == "uV"
+        x = (np.stack([wds[i][0] for i in range(len(wds))]) * 1e6).astype(np.float32)
         np.testing.assert_allclose(ds.eeg.values[sel], x, rtol=1e-6, atol=0)
         np.testing.assert_array_equal(ds.target.values[sel], md["target"].astype(float))
         np.testing.assert_array_equal(ds.correct.values[sel], md["correct"].astype(float))
@@ -190,14 +197,14 @@ def test_incremental_append_equals_full_build(built, ccd_source, client, tmp_pat
     store, _ = built
     inc = tmp_path / "inc.zarr"
     build_store(ccd_source, inc, "challenge1", subjects=1, scheduler=client, chunk_windows=16,
-                progress=False)
+                dtype="float32", progress=False)
     first = open_store(inc)
     n_first = first.sizes["window"]
     k_full = n_first // 16
     chunk_files = {p: p.stat().st_mtime_ns for p in (inc / "eeg" / "c").rglob("*")
                    if p.is_file() and int(p.relative_to(inc / "eeg" / "c").parts[0]) < k_full}
     report = build_store(ccd_source, inc, "challenge1", subjects=2, scheduler=client,
-                         progress=False)
+                         dtype="float32", progress=False)
     assert report.n_new_windows == report.n_windows - n_first > 0
     assert_stores_equal(store, inc, ignore_attrs=SKIP_ATTRS)
     # full chunks written by the first build were not rewritten
@@ -206,16 +213,56 @@ def test_incremental_append_equals_full_build(built, ccd_source, client, tmp_pat
     assert first.sizes["window"] == n_first
     assert np.isfinite(first.eeg[-1].values).all()
     with pytest.raises(ConfigError, match="chunk_windows"):
-        build_store(ccd_source, inc, "challenge1", subjects=2, chunk_windows=8, progress=False)
+        build_store(ccd_source, inc, "challenge1", subjects=2, chunk_windows=8,
+                    dtype="float32", progress=False)
     with pytest.raises(ConfigError, match="dtype"):
         build_store(ccd_source, inc, "challenge1", subjects=2, dtype="float16", progress=False)
+    with pytest.raises(ConfigError, match="units"):
+        build_store(ccd_source, inc, "challenge1", subjects=2, dtype="float32", units="V",
+                    progress=False)
+
+
+def _with_legacy_text(store: Path) -> None:
+    """Rewrite a store's text arrays with zarr's ``string`` data type, as builds once did."""
+    import zarr
+
+    from eegstore._io import decode_strings
+
+    group = zarr.open_group(store, mode="r+", zarr_format=3, use_consolidated=False)
+    for name, arr in list(group.arrays()):
+        if "_Encoding" not in arr.attrs:
+            continue
+        values = decode_strings(arr[:]).astype(object)
+        attrs = {k: v for k, v in arr.attrs.items() if k != "_Encoding"}
+        new = group.create_array(name, shape=arr.shape, chunks=arr.chunks, dtype=str,
+                                 fill_value="", dimension_names=[arr.metadata.to_dict()[
+                                     "dimension_names"][0]], attributes=attrs, overwrite=True)
+        new[:] = values
+    zarr.consolidate_metadata(store, zarr_format=3)
+
+
+def test_stores_with_zarr_string_text_open_and_extend(built, ccd_source, client, tmp_path):
+    store, _ = built
+    old = tmp_path / "old.zarr"
+    build_store(ccd_source, old, "challenge1", subjects=1, scheduler=client, chunk_windows=16,
+                dtype="float32", progress=False)
+    _with_legacy_text(old)
+    assert open_store(old).subject.dtype == object
+    build_store(ccd_source, old, "challenge1", subjects=2, scheduler=client, dtype="float32",
+                progress=False)
+    import zarr
+
+    assert zarr.open_group(old, mode="r")["subject"].dtype.kind == "T"  # extended as it was
+    assert_stores_equal(store, old, ignore_attrs=SKIP_ATTRS)
+    assert verify_store(old).ok
 
 
 def test_resume_after_kill_equals_uninterrupted(built, ccd_source, client, tmp_path):
     store, _ = built
     out = tmp_path / "resumed.zarr"
     cmd = [PY, "-m", "eegstore", "build", ccd_source, str(out), "--recipe", "challenge1",
-           "--subjects", "2", "--workers", "1", "--chunk-windows", "16", "--no-progress"]
+           "--subjects", "2", "--workers", "1", "--chunk-windows", "16", "--dtype", "float32",
+           "--no-progress"]
     proc = subprocess.Popen(cmd, start_new_session=True, cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -234,7 +281,7 @@ def test_resume_after_kill_equals_uninterrupted(built, ccd_source, client, tmp_p
     assert 2 <= n_done < 6, "the build was not interrupted mid-way"
     # the same build again (in-process, on the shared cluster) finishes the store
     report = build_store(ccd_source, out, "challenge1", subjects=2, scheduler=client,
-                         chunk_windows=16, progress=False)
+                         chunk_windows=16, dtype="float32", progress=False)
     assert report.n_ok == 6
     assert_stores_equal(store, out, ignore_attrs=SKIP_ATTRS)
     assert verify_store(out).ok
@@ -406,30 +453,33 @@ def test_own_cluster_is_closed_when_the_build_fails_early(tmp_path):
     assert not [t.name for t in threading.enumerate() if t.name.startswith("eegstore-dask")]
 
 
-def test_cli_misuse_exits_2(tmp_path, capsys):
+@pytest.mark.parametrize("args", [
+    ["build", "{tmp}", "{tmp}/s.zarr"],  # no --recipe
+    ["build", "{tmp}", "{tmp}/s.zarr", "--recipe", "x"],
+    ["build", "{tmp}", "{tmp}/s.zarr", "--recipe", "fixed", "--workers", "0"],
+    ["build", "{tmp}", "{tmp}/s.zarr", "--recipe", "challenge1", "--stride-s", "1"],
+    ["build", "{tmp}", "{tmp}/s.zarr", "--recipe", "fixed", "--units", "mV"],
+    ["build", "{tmp}", "{tmp}/s.zarr", "--recipe", "fixed", "--dtype", "float64"],
+    ["info", "{tmp}/missing.zarr"],
+], ids=["no-recipe", "unknown-recipe", "no-workers", "challenge1-stride", "unknown-units",
+        "unknown-dtype", "info-of-nothing"])
+def test_cli_misuse_is_one_line_and_exits_2(tmp_path, capsys, args):
     from eegstore.cli import main
 
-    bad = [
-        ["build", str(tmp_path), str(tmp_path / "s.zarr")],  # no --recipe
-        ["build", str(tmp_path), str(tmp_path / "s.zarr"), "--recipe", "x"],
-        ["build", str(tmp_path), str(tmp_path / "s.zarr"), "--recipe", "fixed",
-         "--workers", "0"],
-        ["build", str(tmp_path), str(tmp_path / "s.zarr"), "--recipe", "challenge1",
-         "--stride-s", "1"],
-        ["info", str(tmp_path / "missing.zarr")],
-    ]
-    for args in bad:
-        capsys.readouterr()
-        assert main(args) == 2, args
-        err = capsys.readouterr().err
-        assert len(err.strip().splitlines()) == 1, err
+    assert main([a.format(tmp=tmp_path) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_cli_verify_of_a_missing_store_fails_with_exit_1(tmp_path, capsys):
+    from eegstore.cli import main
+
     assert main(["verify", str(tmp_path / "missing.zarr")]) == 1
     assert "structure" in capsys.readouterr().out
 
 
-def test_challenge2_fixed_float16_and_preprocessing(ccd_source, client, tmp_path):
-    from eegstore.preprocessing import BandPass, Resample
-    from eegstore.recipes import FixedRecipe
+def test_challenge2_store_holds_float16_windows_labelled_from_participants(ccd_source, client,
+                                                                          tmp_path):
     from eegstore.sources import discover_recordings
 
     recs = discover_recordings(ccd_source)
@@ -445,6 +495,14 @@ def test_challenge2_fixed_float16_and_preprocessing(ccd_source, client, tmp_path
     assert np.all(ds.p_factor.values == rows[subj]["p_factor"])
     assert set(str_values(ds.sex.values)) == {rows[subj]["sex"]}
     assert verify_store(c2).ok
+
+
+def test_fixed_store_records_its_recipe_and_preprocessing(ccd_source, client, tmp_path):
+    from eegstore.preprocessing import BandPass, Resample
+    from eegstore.recipes import FixedRecipe
+    from eegstore.sources import discover_recordings
+
+    recs = discover_recordings(ccd_source)
     fx = tmp_path / "fixed.zarr"
     recipe = FixedRecipe(window_s=1.0, stride_s=0.5)
     steps = (BandPass(1.0, 20.0), Resample(50.0))
@@ -461,8 +519,8 @@ def test_bad_signals_and_duplicates_are_skipped(ccd_source, monkeypatch):
     """NaN/Inf samples, wrong channel count, duplicates (in-process cluster, memory store)."""
     from eegstore import sources
 
-    recs = sources.discover_recordings(ccd_source)[:4]
-    nan_id, inf_id, ch_id = recs[0].id, recs[1].id, recs[2].id
+    recs = sources.discover_recordings(ccd_source)[:5]
+    nan_id, inf_id, ch_id, loud_id = recs[0].id, recs[1].id, recs[2].id, recs[4].id
     real = sources.read_raw
 
     def fake_read_raw(rec, preload=True):
@@ -473,6 +531,8 @@ def test_bad_signals_and_duplicates_are_skipped(ccd_source, monkeypatch):
             raw._data[7, 10] = np.inf
         if rec.id == ch_id:
             raw.pick(raw.ch_names[:24])
+        if rec.id == loud_id:  # 0.1 V = 1e5 uV: past float16's 65504
+            raw._data[3, 50] = 0.1
         return raw
 
     monkeypatch.setattr(sources, "read_raw", fake_read_raw)
@@ -482,7 +542,29 @@ def test_bad_signals_and_duplicates_are_skipped(ccd_source, monkeypatch):
     reasons = report.skipped
     assert report.n_ok == 1
     assert sum("NaN/Inf samples" in v for v in reasons.values()) == 2, reasons
+    assert "overflow: expected amplitudes up to 65504 uV (float16), got 100000 uV" \
+        in reasons[loud_id]
     assert any("wrong channel count: expected 129, got 24" in v for v in reasons.values())
     assert any(k.endswith("~dup1") and "duplicate recording" in v for k, v in reasons.items())
     ds = open_store("memory://bad-signals")
-    assert ds.sizes["recordings"] == 5
+    assert ds.sizes["recordings"] == 6
+
+
+@pytest.mark.parametrize(("dtype", "units", "scale"), [("float16", "uV", 1e6),
+                                                       ("float32", "V", 1.0)])
+def test_store_values_are_in_the_unit_its_attrs_state(ccd_source, dtype, units, scale):
+    import mne
+    import xarray as xr
+
+    from eegstore.recipes import FixedRecipe
+    from eegstore.sources import discover_recordings
+
+    rec = discover_recordings(ccd_source)[0]
+    url = f"memory://units-{units}"
+    build_store("unused", url, FixedRecipe(window_s=2.0, stride_s=2.0), recordings=[rec],
+                dtype=dtype, units=units, workers=1, progress=False)
+    ds = xr.open_zarr(url, chunks=None)  # no dask: the module's cluster cannot see memory://
+    assert ds.eeg.attrs["units"] == units and ds.eeg.dtype == np.dtype(dtype)
+    volts = mne.io.read_raw(rec.path, preload=True, verbose="error").get_data()
+    expected = (volts[:, :200] * scale).astype(dtype)
+    np.testing.assert_array_equal(ds.eeg[0].values, expected)

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eegstore.build import (
+from eegstore.build.staging import (
     STAGED_OFFSETS,
     STAGED_SIGNAL,
-    _read_windows_into,
-    _save_signal,
-    _stage_layout,
+    read_windows_into,
+    save_signal,
+    stage_layout,
 )
 from eegstore.errors import StoreError
 from eegstore.store import get_fs
@@ -25,7 +25,7 @@ from eegstore.store import get_fs
 @given(starts=st.lists(st.integers(0, 300), min_size=1, max_size=25),
        w=st.integers(1, 40))
 def test_layout_holds_every_window_and_each_sample_once(starts: list[int], w: int) -> None:
-    runs, offsets = _stage_layout(np.array(starts), w)
+    runs, offsets = stage_layout(np.array(starts), w)
     signal = np.arange(400)
     staged = np.concatenate([signal[a:b] for a, b in runs])
     for s, o in zip(starts, offsets, strict=True):
@@ -38,9 +38,9 @@ def test_layout_holds_every_window_and_each_sample_once(starts: list[int], w: in
 
 
 def test_layout_of_overlapping_and_disjoint_windows() -> None:
-    runs, offsets = _stage_layout(np.array([0, 2, 4]), 4)  # 4-sample windows, stride 2
+    runs, offsets = stage_layout(np.array([0, 2, 4]), 4)  # 4-sample windows, stride 2
     assert runs.tolist() == [[0, 8]] and offsets.tolist() == [0, 2, 4]
-    runs, offsets = _stage_layout(np.array([50, 10]), 5)  # apart, out of order
+    runs, offsets = stage_layout(np.array([50, 10]), 5)  # apart, out of order
     assert runs.tolist() == [[10, 15], [50, 55]] and offsets.tolist() == [5, 0]
 
 
@@ -55,7 +55,7 @@ def _stage(url: str, starts: list[int], w: int = 6) -> tuple[np.ndarray, str, An
     data = rng.standard_normal((3, 60))
     fs, root = get_fs(url)
     sdir = f"{root}/rec"
-    _save_signal(fs, sdir, data, np.array(starts), w, np.dtype("float32"))
+    save_signal(fs, sdir, data, np.array(starts), w, np.dtype("float32"))
     return data, sdir, fs
 
 
@@ -66,7 +66,7 @@ def test_staged_windows_read_back_in_any_range(staging_url: str) -> None:
     for a in range(len(starts)):
         for b in range(a + 1, len(starts) + 1):
             out = np.empty((b - a, 3, 6), dtype=np.float32)
-            _read_windows_into(fs, sdir, a, out)
+            read_windows_into(fs, sdir, a, out)
             np.testing.assert_array_equal(out, expected[a:b])
     # 6 windows of 6 samples (36) staged as 12 + 6 + 8 samples
     with fs.open(f"{sdir}/{STAGED_SIGNAL}", "rb") as fh:
@@ -78,11 +78,11 @@ def test_damaged_staging_is_a_clear_error(staging_url: str) -> None:
     out = np.empty((2, 3, 6), dtype=np.float32)
     with pytest.raises(StoreError,
                        match=r"4 channels .* got float32 \(3, 12\); delete its done\.json"):
-        _read_windows_into(fs, sdir, 0, np.empty((2, 4, 6), dtype=np.float32))
+        read_windows_into(fs, sdir, 0, np.empty((2, 4, 6), dtype=np.float32))
     signal = f"{sdir}/{STAGED_SIGNAL}"
     fs.pipe(signal, fs.cat(signal)[:-8])
     with pytest.raises(StoreError, match=r"short file; delete its done\.json"):
-        _read_windows_into(fs, sdir, 0, out)
+        read_windows_into(fs, sdir, 0, out)
     fs.rm(f"{sdir}/{STAGED_OFFSETS}")
     with pytest.raises(StoreError, match="expected staged windows"):
-        _read_windows_into(fs, sdir, 0, out)
+        read_windows_into(fs, sdir, 0, out)

@@ -332,18 +332,12 @@ def test_window_dataset_map_style(stream_store, stream_truth):
 
 
 @pytest.fixture(scope="module")
-def built_store(request, tmp_path_factory) -> Path:
+def built_store(synth_mini_ccd, tmp_path_factory) -> Path:
     """A challenge1 store built by ``eegstore build`` from synthetic recordings of 2 subjects."""
     pytest.importorskip("eegstore.sources", reason="the recording sources are not available")
     from eegstore.build import build_store
 
-    try:
-        tree = Path(request.getfixturevalue("synth_mini_ccd"))
-    except pytest.FixtureLookupError:
-        from eegstore.synth import synthesize
-
-        tree = tmp_path_factory.mktemp("stream_ccd")
-        synthesize(tree, subjects=2, tasks=["contrastChangeDetection"], progress=False)
+    tree = Path(synth_mini_ccd)
     roots = sorted(p.parent for p in tree.rglob("participants.tsv"))
     store = tmp_path_factory.mktemp("stream_built") / "ccd.zarr"
     build_store(str(roots[0] if roots else tree), store, "challenge1", subjects=2, workers=1,

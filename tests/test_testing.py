@@ -30,6 +30,27 @@ def test_make_store_is_deterministic(tmp_path: Path) -> None:
     xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
 
 
+@pytest.mark.parametrize(("dtype", "units", "compressor"), [
+    ("float16", "uV", "zstd"), ("float32", "V", "lz4"), ("float16", "uV", "blosc-lz4"),
+    ("float32", "uV", "none")])
+def test_make_store_writes_each_layout_with_the_same_windows(tmp_path: Path, dtype: str,
+                                                              units: str, compressor: str
+                                                              ) -> None:
+    ds = xr.open_zarr(make_store(tmp_path / "s.zarr", dtype=dtype, units=units,
+                                 compressor=compressor))
+    reference = xr.open_zarr(make_store(tmp_path / "ref.zarr", dtype="float32",
+                                        compressor="none"))
+    assert ds.eeg.dtype == np.dtype(dtype) and ds.eeg.attrs["units"] == units
+    np.testing.assert_array_equal(ds.eeg.values, reference.eeg.values.astype(dtype))
+    # text opens as str in plain xarray
+    assert ds.subject.values.astype(str).tolist() == reference.subject.values.tolist()
+
+
+def test_make_store_rejects_an_unknown_layout(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="expected units in"):
+        make_store(tmp_path / "bad.zarr", units="mV")
+
+
 def test_make_store_rejects_bad_sizes(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="expected positive sizes"):
         make_store(tmp_path / "bad.zarr", n_windows=0)

@@ -7,6 +7,8 @@
                                                          # run-control options are not inherited)
     python -m trainers evaluate --store STORE --run RUN  # metrics of a trained run
     python -m trainers export-submission --challenge1 RUN1 --challenge2 RUN2 --out sub.zip
+    python -m trainers cv --store STORE --trainer challenge1 --folds 5 --controls --out CV1
+    python -m trainers cv-combine CV1 CV2                # 0.3 * C1 + 0.7 * C2 with its interval
 
 Runs under ``torchrun --nproc_per_node=N -m trainers fit ...`` (DDP; gloo on CPU).
 
@@ -32,6 +34,7 @@ from typing import Any
 from eegstore.cli import ArgumentParser, run_cli
 from eegstore.errors import ConfigError, MemoryGuardTriggered
 from trainers.config import LOSSES, OPTIMIZERS, RUN_CONTROL_FIELDS, SCHEDULES, SPLITS, TrainConfig
+from trainers.cv_plan import CV_GROUPS
 from trainers.memory import EXIT_MEMORY
 
 __all__ = ["build_parser", "main"]
@@ -55,13 +58,15 @@ _FIELDS: dict[str, str] = {
 }
 
 
-def _add_fit_options(p: argparse.ArgumentParser) -> None:
+def _add_fit_options(p: argparse.ArgumentParser, *, cv: bool = False) -> None:
+    """Training options; ``cv``: without the run, split, seed and control options."""
     a = p.add_argument
-    a("--store", help="store to train on (default on --resume: the run's store)")
-    a("--trainer", help="registered trainer: challenge1 | challenge2 (default on --resume: "
-      "the run's)")
-    a("--out", required=True, help="run directory (metrics.json, checkpoint.pt, weights.pt)")
-    a("--resume", action="store_true", help="continue the checkpoint in --out (mid-epoch)")
+    if not cv:
+        a("--store", help="store to train on (default on --resume: the run's store)")
+        a("--trainer", help="registered trainer: challenge1 | challenge2 (default on --resume: "
+          "the run's)")
+        a("--out", required=True, help="run directory (metrics.json, checkpoint.pt, weights.pt)")
+        a("--resume", action="store_true", help="continue the checkpoint in --out (mid-epoch)")
     a("--model", help="tinycnn or a braindecode model name (default eegnex)")
     a("--model-kwargs", type=json.loads, help="JSON dict of extra model keyword arguments")
     a("--epochs", type=int)
@@ -76,19 +81,21 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
     a("--l2", type=float, help="L2 (elastic-net) penalty weight on weight tensors")
     a("--grad-clip", type=float, help="clip the gradient norm to this value")
     a("--patience", type=int, help="early stopping: epochs without a better valid NRMSE")
-    a("--split", choices=SPLITS, help="subject-disjoint random split or by release")
-    a("--valid-fraction", type=float, help="fraction of subjects for validation")
-    a("--test-fraction", type=float, help="fraction of subjects for test")
-    a("--valid-release", action="append", help="validation release (with --split release)")
-    a("--test-release", action="append", help="test release (with --split release)")
-    a("--split-seed", type=int)
-    a("--permute-targets", action="store_true", default=None,
-      help="control: train on targets permuted across training windows (scores ~1)")
+    if not cv:
+        a("--split", choices=SPLITS, help="subject-disjoint random split or by release")
+        a("--valid-fraction", type=float, help="fraction of subjects for validation")
+        a("--test-fraction", type=float, help="fraction of subjects for test")
+        a("--valid-release", action="append", help="validation release (with --split release)")
+        a("--test-release", action="append", help="test release (with --split release)")
+        a("--split-seed", type=int)
+        a("--permute-targets", action="store_true", default=None,
+          help="control: train on targets permuted across training windows (scores ~1)")
     a("--target", help="per-window coordinate to regress (default: target)")
     a("--crop-samples", type=int, help="random training crop length (challenge2: 2 s)")
     a("--eval-crops", choices=("center", "all"), help="evaluation crops (challenge2)")
     a("--eval-crop-stride", type=int)
-    a("--seed", type=int)
+    if not cv:
+        a("--seed", type=int)
     a("--num-workers", type=int, help="DataLoader workers")
     a("--buffer-chunks", type=int, help="shuffle buffer of the stream, in chunks")
     a("--ram-budget-mb", type=float, help="RAM budget of the stream")
@@ -125,7 +132,45 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--challenge1", required=True, help="challenge1 run directory")
     ex.add_argument("--challenge2", required=True, help="challenge2 run directory")
     ex.add_argument("--out", required=True, help="zip file to write")
+    _add_cv_parsers(sub)
     return parser
+
+
+def _add_cv_parsers(sub: Any) -> None:
+    cv = sub.add_parser(
+        "cv", help="K-fold cross-validation grouped by subject (or release)",
+        description="K-fold cross-validation grouped by subject (or leave-one-release-out): "
+        "every subject is tested once per repeat, each fold is an ordinary fit run on the "
+        "other subjects (inner validation split from them for early stopping), scored out of "
+        "fold with pooled NRMSE, mean ± sd over folds and a 95 % bootstrap interval over "
+        "subjects, beside the training-mean baseline (and permuted targets with --controls). "
+        "Writes OUT/cv.json, OUT/cv.md, OUT/cv.png; run the same command again to finish an "
+        "interrupted run (remaining folds only).")
+    a = cv.add_argument
+    a("--store", required=True, help="store to cross-validate on")
+    a("--trainer", required=True, help="registered trainer: challenge1 | challenge2")
+    a("--out", required=True, help="output directory (cv.json, cv.md, cv.png, fold runs)")
+    a("--folds", type=int, default=None,
+      help="folds per repeat (default 5; --group release: the number of releases)")
+    a("--group", choices=CV_GROUPS, default="subject",
+      help="hold out groups of subjects, or one release per fold")
+    a("--repeats", type=int, default=1, help="repeats with a new subject assignment each")
+    a("--seed", type=int, default=0,
+      help="seed of the folds, the inner validation draw and each fold's training seed")
+    a("--inner-valid-fraction", type=float, default=0.2,
+      help="fraction of each fold's training subjects for validation (default 0.2)")
+    a("--controls", action="store_true",
+      help="also train every fold on permuted targets (a control that must score ~1)")
+    a("--plan", help="reuse the folds of an earlier cv.json (or its directory)")
+    a("--bootstrap", type=int, default=2000, help="bootstrap draws over subjects (default 2000)")
+    _add_fit_options(cv, cv=True)
+    comb = sub.add_parser("cv-combine",
+                          help="challenge score 0.3 * C1 + 0.7 * C2 of two cv directories")
+    comb.add_argument("c1", help="challenge1 cv output directory")
+    comb.add_argument("c2", help="challenge2 cv output directory")
+    comb.add_argument("--bootstrap", type=int, default=2000, help="bootstrap draws")
+    comb.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    comb.add_argument("--out", help="also write the scores to this JSON file")
 
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:
@@ -223,8 +268,45 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cv(args: argparse.Namespace) -> int:
+    from trainers.base import get_trainer
+    from trainers.cv import cross_validate
+
+    if not Path(args.store).exists() and "://" not in args.store:
+        raise FileNotFoundError(f"expected a store at {args.store}, got nothing")
+    n_folds = args.folds if args.folds is not None or args.group == "release" else 5
+    config = get_trainer(args.trainer).default_config().replace(**_given(args))
+    try:
+        result = cross_validate(args.store, args.trainer, config, out=args.out, n_folds=n_folds,
+                                group=args.group, repeats=args.repeats, seed=args.seed,
+                                valid_fraction=args.inner_valid_fraction,
+                                controls=args.controls, plan=args.plan,
+                                n_bootstrap=args.bootstrap, progress=config.progress)
+    except MemoryGuardTriggered as exc:
+        sys.stderr.write(f"python -m trainers: {exc}; run the same command again to continue "
+                         f"(exit {EXIT_MEMORY})\n")
+        return EXIT_MEMORY
+    print(result.summary())
+    if result.complete:
+        print(f"-> {Path(args.out) / 'cv.md'}")
+    return 0
+
+
+def _cv_combine(args: argparse.Namespace) -> int:
+    from trainers.cv import combine_cv
+
+    scores = combine_cv(args.c1, args.c2, n_bootstrap=args.bootstrap, seed=args.seed)
+    for key, s in scores.items():
+        print(f"{key}: 0.3 * {s['challenge1']:.3f} + 0.7 * {s['challenge2']:.3f} = "
+              f"{s['combined']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]")
+    if args.out:
+        Path(args.out).write_text(json.dumps(scores, indent=2) + "\n")
+    return 0
+
+
 def _dispatch(args: argparse.Namespace) -> int:
-    return {"fit": _fit, "evaluate": _evaluate, "export-submission": _export}[args.command](args)
+    return {"fit": _fit, "evaluate": _evaluate, "export-submission": _export, "cv": _cv,
+            "cv-combine": _cv_combine}[args.command](args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -48,6 +48,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from eegstore._io import atomic_write, json_default
 from eegstore.errors import ConfigError, MemoryGuardTriggered, StoreError
 from trainers.checkpoint import load_checkpoint, safe_load, save_checkpoint
 from trainers.config import RUN_CONTROL_FIELDS, TrainConfig
@@ -243,20 +244,9 @@ class _Dist:
             torch.distributed.destroy_process_group()
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default, allow_nan=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2, default=json_default, allow_nan=True) + "\n",
+                 durable=False)
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -306,13 +296,18 @@ class Trainer(ABC):
         Where to write checkpoints, weights and metrics (nothing is written when None).
     callbacks : iterable of Callback
         Hooks called during :meth:`fit`.
+    splits : dict, optional
+        Fixed boolean window masks ``train``, ``valid``, ``test`` (e.g. a cross-validation
+        fold) used instead of the split settings of ``config``.
     """
 
     name: ClassVar[str] = ""
 
     def __init__(self, store: str | Path, config: TrainConfig | None = None, *,
-                 run_dir: str | Path | None = None, callbacks: Iterable[Callback] = ()) -> None:
+                 run_dir: str | Path | None = None, callbacks: Iterable[Callback] = (),
+                 splits: dict[str, np.ndarray] | None = None) -> None:
         self.store = str(store)
+        self._given_splits = splits
         self.config = config if config is not None else self.default_config()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.callbacks = list(callbacks)
@@ -434,7 +429,9 @@ class Trainer(ABC):
             # Only the coordinates the splitters read, as plain str arrays.
             coords = xr.Dataset(coords={"subject": ("window", self.subjects()),
                                         "release": ("window", self.releases())})
-            if cfg.split == "subject":
+            if self._given_splits is not None:
+                masks = self._given_splits
+            elif cfg.split == "subject":
                 masks = splits_mod.subject_split(coords, valid=cfg.valid_fraction,
                                                  test=cfg.test_fraction, seed=cfg.split_seed)
             else:
@@ -472,7 +469,8 @@ class Trainer(ABC):
         return {"format": 1, "name": resolve_model_name(self.config.model),
                 "kwargs": dict(self.config.model_kwargs), "n_chans": self.n_chans,
                 "n_outputs": 1, "n_times": self.model_n_times(), "sfreq": self.sfreq,
-                "trainer": self.name, "target": self.config.target}
+                "trainer": self.name, "target": self.config.target,
+                "input_units": str(self.ds["eeg"].attrs.get("units", "V"))}
 
     def _input_scale(self, train_mask: np.ndarray) -> float:
         """Return the standard deviation of a few training chunks (reads at most 4)."""
@@ -540,7 +538,7 @@ class Trainer(ABC):
             model.eval()
             with torch.inference_mode():
                 for x, _y, index in loader:
-                    x = torch.as_tensor(x, dtype=torch.float32).to(device)
+                    x = torch.as_tensor(x).to(device).float()
                     pred_list.append(self.predict_batch(model, x).float().cpu().numpy())
                     index_list.append(np.asarray(index, dtype=np.int64))
             model.train(was_training)
@@ -595,22 +593,22 @@ class Trainer(ABC):
                    total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
         if self.config.schedule == "none":
             return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-        total = max(1, total_steps)
-
-        def cosine(step: int) -> float:
-            return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
-
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
 
     def _stream(self, train_mask: np.ndarray, dist: _Dist) -> Any:
         torch_mod = importlib.import_module("eegstore.torch")
         cfg = self.config
         ram = None if cfg.ram_budget_mb is None else int(cfg.ram_budget_mb * 1024 * 1024)
+        cuda = dist.device.type == "cuda"
+        # a float16 store's values travel to the GPU as they are (half the bytes) and become
+        # float32 there, exactly; batches built in this process are pinned for async copies
+        deliver = "float16" if cuda and str(self.ds["eeg"].dtype) == "float16" else "float32"
         return torch_mod.WindowStream(
             self.store, cfg.batch_size, shuffle=True, seed=cfg.seed, where=train_mask,
             target=cfg.target, crop_samples=self.train_crop_samples(),
             buffer_chunks=cfg.buffer_chunks, ram_budget=ram, drop_last=False,
-            rank=dist.rank, world_size=dist.world_size, **self._stream_extra_kwargs(dist))
+            rank=dist.rank, world_size=dist.world_size, dtype=deliver,
+            pin_memory=cuda and cfg.num_workers == 0, **self._stream_extra_kwargs(dist))
 
     def _stream_extra_kwargs(self, dist: _Dist) -> dict[str, Any]:
         # DDP needs the same number of batches on every rank; "drop" keeps exactly-once
@@ -769,7 +767,8 @@ class Trainer(ABC):
                     index_np = np.asarray(index, dtype=np.int64)
                     if cfg.log_indices:
                         seen_indices.setdefault(epoch, []).extend(index_np.tolist())
-                    x = torch.as_tensor(x, dtype=torch.float32).to(device, non_blocking=True)
+                    # float16 batches travel as float16 and become float32 on the device
+                    x = torch.as_tensor(x).to(device, non_blocking=True).float()
                     stream.mark_consumed(index_np)
                     y = targets_t[torch.as_tensor(index_np)].to(device)
                     y_scaled = (y - y_mean) / y_std

@@ -8,13 +8,13 @@ file + rename), so an interrupted save never leaves a truncated checkpoint.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from eegstore._io import atomic_file
 from eegstore.errors import ConfigError
 
 __all__ = ["load_checkpoint", "safe_load", "save_checkpoint", "to_safe"]
@@ -72,9 +72,8 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(to_safe(payload), tmp)
-    os.replace(tmp, path)
+    with atomic_file(path, durable=False) as fh:
+        torch.save(to_safe(payload), fh)
     return path
 
 

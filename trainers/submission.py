@@ -3,8 +3,8 @@
 The zip is flat::
 
     submission.py            class Submission(SFREQ, DEVICE) with get_model_challenge_1/2()
-    weights_challenge_1.pt   ScaledRegressor state_dict of the challenge1 run
-    weights_challenge_2.pt   ScaledRegressor state_dict of the challenge2 run
+    weights_challenge_1.pt   ScaledRegressor state_dict of the challenge1 run (inputs in V)
+    weights_challenge_2.pt   ScaledRegressor state_dict of the challenge2 run (inputs in V)
 
 ``submission.py`` rebuilds each architecture from the recorded model name and
 keyword arguments: braindecode models through ``braindecode.models``, the
@@ -18,11 +18,16 @@ directory of ``submission.py``, and loaded with ``weights_only=True``.
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from eegstore._io import atomic_file
+from eegstore.build.layout import unit_scale
 from eegstore.errors import ConfigError
 from trainers.models import ScaledRegressor, TinyCNN
 
@@ -130,6 +135,20 @@ def _run_spec(run_dir: Path, challenge: int, strict: bool) -> dict[str, Any]:
     return {k: spec[k] for k in ("name", "kwargs", "n_chans", "n_outputs", "n_times", "sfreq")}
 
 
+def _weights_for_volts(run_dir: Path) -> bytes:
+    """Return the run's weights with the input scale in volts (what the challenge feeds).
+
+    A run trained on a store in µV learnt ``net(x_uV / x_scale)``; dividing
+    ``x_scale`` by the same factor gives the identical model on inputs in volts.
+    """
+    spec = json.loads((run_dir / "model.json").read_text())
+    state = torch.load(run_dir / "weights.pt", map_location="cpu", weights_only=True)
+    state["x_scale"] = state["x_scale"] / unit_scale(spec.get("input_units", "V"))
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
 def render_submission(spec1: dict[str, Any], spec2: dict[str, Any]) -> str:
     """Source of ``submission.py`` for two model specs (see ``model.json``).
 
@@ -175,10 +194,8 @@ def export_submission(challenge1: str | Path, challenge2: str | Path, out: str |
     if out.suffix != ".zip":
         raise ConfigError(f"expected an output path ending in .zip, got {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    with atomic_file(out) as fh, zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("submission.py", render_submission(specs[1], specs[2]))
         for k, run in runs.items():
-            zf.write(run / "weights.pt", f"weights_challenge_{k}.pt")
-    tmp.replace(out)
+            zf.writestr(f"weights_challenge_{k}.pt", _weights_for_volts(run))
     return out
