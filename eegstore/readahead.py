@@ -107,13 +107,16 @@ def run_schedule(parts: Iterable[ReadPart], *, load: Callable[[int, int], None],
             batches.add(part.batch)
             state["next_step"] += 1
 
-    def submit_ready() -> None:
+    def submit_ready() -> int:
+        """Submit every read and gather that may start; return how many were submitted."""
+        submitted = 0
         chunks_in = True  # every read of the steps so far is done
         for step, part in planned:
             if step not in reads:
                 if any(after > state["done_upto"] for _, _, after in part.loads):
-                    return  # reads go in order: later ones wait for this one's slots
+                    return submitted  # reads go in order: later ones wait for these slots
                 reads[step] = [pool.submit(load, c, s) for c, s, _ in part.loads]
+                submitted += len(part.loads)
             # a step gathers from chunks earlier steps read too
             chunks_in = chunks_in and all(f.done() for f in reads[step])
             if step in gathers or not chunks_in:
@@ -126,21 +129,29 @@ def run_schedule(parts: Iterable[ReadPart], *, load: Callable[[int, int], None],
                 outs[part.batch] = new_batch(part.batch)
                 state["next_alloc"] += 1
             gathers[step] = pool.submit(gather, part, outs[part.batch])
+            submitted += 1
+        return submitted
 
+    idle_passes = 0  # passes that found nothing running and the head step not gathered
     try:
         while True:
             plan_more()
             if not planned:
                 return
-            submit_ready()
+            if submit_ready():
+                idle_passes = 0
             step, part = planned[0]
             fut = gathers.get(step)
             if fut is None or not fut.done():
                 pending = [f for fs in reads.values() for f in fs if not f.done()]
                 pending += [f for f in gathers.values() if not f.done()]
-                if not pending:
+                if pending:
+                    idle_passes = 0
+                    wait(pending, return_when=FIRST_COMPLETED)
+                elif idle_passes:  # a whole pass after everything finished changed nothing
                     raise RuntimeError("read schedule stalled; this is a bug in eegstore")
-                wait(pending, return_when=FIRST_COMPLETED)
+                else:  # what was running finished after submit_ready looked: look again
+                    idle_passes = 1
                 continue
             fut.result()
             planned.popleft()
