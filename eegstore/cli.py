@@ -143,14 +143,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def configure_build_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``eegstore build`` arguments to ``parser``."""
-    from eegstore.build import (
-        COMPRESSORS,
-        DEFAULT_COMPRESSOR,
-        DEFAULT_DTYPE,
-        DEFAULT_UNITS,
-        DTYPES,
-        UNITS,
-    )
+    from eegstore.build import layout
     from eegstore.recipes import RECIPES
 
     parser.add_argument("source", help="local BIDS directory or eegdash:RN[-mini]")
@@ -163,11 +156,14 @@ def configure_build_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="local worker processes")
     parser.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
     parser.add_argument("--chunk-windows", type=int, default=None, help="windows per chunk")
-    parser.add_argument("--dtype", choices=DTYPES, default=DEFAULT_DTYPE,
-                        help="storage dtype of the signal")
-    parser.add_argument("--units", choices=UNITS, default=DEFAULT_UNITS,
-                        help="unit of the stored signal")
-    parser.add_argument("--compressor", choices=COMPRESSORS, default=DEFAULT_COMPRESSOR)
+    parser.add_argument("--dtype", choices=layout.DTYPES, default=layout.DEFAULT_DTYPE,
+                        help="storage dtype of the signal (default %(default)s)")
+    parser.add_argument("--units", choices=layout.UNITS, default=layout.DEFAULT_UNITS,
+                        help="unit of the stored signal (default %(default)s)")
+    parser.add_argument("--compressor", choices=layout.COMPRESSORS,
+                        default=layout.DEFAULT_COMPRESSOR,
+                        help="chunk compressor (default %(default)s: float16 chunks are read "
+                        "with no decode)")
     parser.add_argument("--window-s", type=float, default=None, help="window length (s)")
     parser.add_argument("--stride-s", type=float, default=None, help="window stride (s)")
     steps = parser.add_argument_group("preprocessing (applied in this order)")

@@ -21,7 +21,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 from eegstore.errors import ConfigError
-from eegstore.plan import ReadPart
+from eegstore.schedule import ReadPart
 
 __all__ = ["run_schedule"]
 

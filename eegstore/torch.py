@@ -42,18 +42,17 @@ from eegstore.errors import ConfigError
 from eegstore.plan import (
     ChunkCache,
     EpochPartition,
-    ReadPart,
     ReadStats,
     StreamPlan,
     buffer_capacity,
     crop_offsets,
     mask_to_ranges,
     ranges_to_mask,
-    schedule_reads,
     select_windows,
 )
 from eegstore.readahead import run_schedule
 from eegstore.reader import StoreReader
+from eegstore.schedule import ReadPart, schedule_reads
 
 __all__ = ["WindowDataset", "WindowStream", "merge_stream_states"]
 

@@ -14,8 +14,8 @@ from eegstore.plan import (
     crop_offsets,
     mask_to_ranges,
     ranges_to_mask,
-    schedule_reads,
 )
+from eegstore.schedule import schedule_reads
 
 
 @st.composite

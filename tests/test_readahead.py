@@ -8,8 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from eegstore.plan import StreamPlan, schedule_reads
+from eegstore.plan import StreamPlan
 from eegstore.readahead import run_schedule
+from eegstore.schedule import schedule_reads
 
 
 def _run(plan: StreamPlan, *, threads: int, capacity: int, fail_chunk: int | None,

@@ -298,10 +298,8 @@ def combine_cv(c1: str | os.PathLike[str], c2: str | os.PathLike[str], *,
     ----------
     c1, c2 : path-like
         Output directories of the challenge1 and challenge2 cross-validations.
-    n_bootstrap : int
-        Bootstrap draws over subjects.
-    seed : int
-        Seed of the draws.
+    n_bootstrap, seed : int
+        Draws of the paired bootstrap over the union of both stores' subjects, and its seed.
 
     Returns
     -------
