@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from eegstore.errors import ConfigError
 from eegstore.schedule import ReadPart
 
-__all__ = ["run_schedule"]
+__all__ = ["check_threads", "run_schedule"]
 
 T = TypeVar("T")
 
@@ -55,9 +55,10 @@ def _one_openmp_thread() -> None:
     threadpool_limits(1, user_api="openmp")
 
 
-def _check_threads(threads: int) -> int:
+def check_threads(threads: int) -> int:
+    """Return ``threads`` if it is an integer >= 0, else raise :class:`ConfigError`."""
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
-        raise ConfigError(f"expected threads as a non-negative integer, got {threads!r}")
+        raise ConfigError(f"expected threads as an integer >= 0, got {threads!r}")
     return threads
 
 
@@ -85,7 +86,7 @@ def run_schedule(parts: Iterable[ReadPart], *, load: Callable[[int, int], None],
         Batches allocated ahead of the one the consumer is waiting for (bounds
         the memory of read-ahead together with the cache's slots).
     """
-    threads = _check_threads(threads)
+    threads = check_threads(threads)
     pool: Any = ThreadPoolExecutor(threads, thread_name_prefix="eegstore-read",
                                    initializer=_one_openmp_thread) if threads else _Inline()
     source = iter(parts)

@@ -2,27 +2,28 @@
 
 :class:`WindowStream` executes a :class:`eegstore.plan.StreamPlan`: every
 consumer (rank x DataLoader worker) opens the store itself, lazily, after the
-fork; reads whole chunks straight from the Zarr array into a bounded LRU chunk
-cache; and gathers each batch with one vectorised copy per chunk.  Typical use::
+fork; reads whole chunks straight into a bounded cache of chunk slots
+(:mod:`eegstore.reader`), on a pool of threads ahead of the training loop
+(:mod:`eegstore.readahead`, following :mod:`eegstore.schedule`); and gathers
+each batch with one copy of cache rows.  Typical use, with the loader that
+records progress itself (:class:`eegstore.loader.StreamLoader`)::
 
     stream = WindowStream("store.zarr", batch_size=256, ram_budget=2 * 2**30)
-    loader = DataLoader(stream, batch_size=None, num_workers=4, pin_memory=True)
-    for epoch in range(start_epoch, n_epochs):
-        stream.set_epoch(epoch)
+    loader = StreamLoader(stream)
+    for epoch in range(loader.epoch, n_epochs):
         for x, y, index in loader:
             ...  # train on (x, y)
-            stream.mark_consumed(index)
             if time_to_checkpoint:
-                torch.save({"model": ..., "stream": stream.state_dict()}, path)
+                torch.save({"model": ..., "loader": loader.state_dict()}, path)
 
 Resuming: build the stream again (any world size, any number of workers, even
-another batch size), ``stream.load_state_dict(saved)``, and run the same loop
-from ``saved["epoch"]``: the rest of that epoch is every window not yet marked,
-once.  ``set_epoch(e)`` keeps the progress when ``e`` is the current epoch and
-clears it otherwise.  Progress lives in the main process (the training loop
-marks what it consumed through the ``index`` it received), so prefetched but
-unused batches are not lost.  Do not use ``persistent_workers=True``: workers
-must receive the epoch and progress with each new iterator.
+another batch size), ``loader.load_state_dict(saved["loader"])`` and run the
+same loop: the rest of that epoch is every window not yet handed out, once.
+With a plain ``DataLoader(stream, batch_size=None)`` the loop itself marks
+what it consumed (``stream.mark_consumed(index)``) and selects epochs
+(``stream.set_epoch(e)``, which keeps the progress when ``e`` is the current
+epoch and clears it otherwise).  Do not use ``persistent_workers=True``:
+workers must receive the epoch and progress with each new iterator.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from eegstore.plan import (
     ranges_to_mask,
     select_windows,
 )
-from eegstore.readahead import run_schedule
+from eegstore.readahead import check_threads, run_schedule
 from eegstore.reader import StoreReader
 from eegstore.schedule import ReadPart, schedule_reads
 
@@ -88,11 +89,10 @@ def _check_dtype(dtype: str | np.dtype[Any] | torch.dtype) -> torch.dtype:
 
 
 def _check_threads(threads: int | None, in_worker: bool) -> int:
+    """Return the reading threads: ``None`` is every usable core, or 0 in a DataLoader worker."""
     if threads is None:
         return 0 if in_worker else len(os.sched_getaffinity(0))
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
-        raise ConfigError(f"expected threads as None or an integer >= 0, got {threads!r}")
-    return threads
+    return check_threads(threads)
 
 
 def _normalize(x: torch.Tensor, mode: str | None) -> torch.Tensor:
