@@ -24,7 +24,6 @@ once per epoch (see :meth:`ChunkSampler.read_stats`).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ import pandas as pd
 import xarray as xr
 from torch.utils.data import Dataset, Sampler
 
-from eegstore.errors import ConfigError, StoreError
+from eegstore.errors import ConfigError
 from eegstore.plan import ChunkCache, ReadStats, StreamPlan, crop_offsets
 from eegstore.torch import DEFAULT_BUFFER_CHUNKS, WindowDataset
 
@@ -43,28 +42,6 @@ __all__ = ["ChunkSampler", "StoreWindows"]
 #: Coordinates describing a recording (one row each in :attr:`StoreWindows.description`).
 _RECORDING_COORDS = ("subject", "session", "task", "run", "release", "recording")
 _CROP_COLUMNS = ["i_window_in_trial", "i_start_in_trial", "i_stop_in_trial"]
-
-
-def _open_coords(store: str | Path | xr.Dataset,
-                 storage_options: Mapping[str, Any] | None) -> xr.Dataset:
-    if isinstance(store, xr.Dataset):
-        return store
-    kw: dict[str, Any] = {"chunks": None}
-    if storage_options:
-        kw["storage_options"] = dict(storage_options)
-    try:
-        ds: xr.Dataset = xr.open_zarr(os.fspath(store), **kw)
-    except Exception as exc:  # zarr/fsspec raise many types
-        raise StoreError(f"expected a readable store at {os.fspath(store)!r}, got "
-                         f"{type(exc).__name__}: {exc}") from exc
-    return ds
-
-
-def _chunk_windows(ds: xr.Dataset) -> int:
-    chunks = ds["eeg"].encoding.get("chunks")
-    if chunks:
-        return int(chunks[0])
-    return int(ds.attrs.get("chunk_windows", ds.sizes["window"]))
 
 
 def _window_table(ds: xr.Dataset, selected: np.ndarray, n_times: int) -> pd.DataFrame:
@@ -193,10 +170,9 @@ class StoreWindows(Dataset[tuple[Any, ...]]):
         self.windows = WindowDataset(store, where, crop_samples, target, normalize=normalize,
                                      cache_chunks=buffer_chunks, seed=seed,
                                      storage_options=storage_options, **dataset_kwargs)
-        ds = _open_coords(store, storage_options)
-        self.n_windows = int(ds.sizes["window"])
-        self.chunk_windows = _chunk_windows(ds)
-        self.n_times = int(ds.sizes["time"])
+        ds = self.windows.coords  # the store WindowDataset opened, without its signal
+        self.n_windows, _, self.n_times = self.windows.shape
+        self.chunk_windows = self.windows.chunk_windows
         self.sfreq = float(ds.attrs.get("sfreq", 1.0))
         self.buffer_chunks = buffer_chunks
         self.return_crop_inds = bool(return_crop_inds)

@@ -578,6 +578,21 @@ class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
         """Unit of the delivered signal (the store's ``eeg`` ``units`` attribute)."""
         return self._reader.units
 
+    @property
+    def coords(self) -> xr.Dataset:
+        """The store without its signal: coordinates and attributes (main process only)."""
+        return self._reader.coords
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Stored ``(window, channel, time)`` shape of ``eeg``."""
+        return self._reader.shape
+
+    @property
+    def chunk_windows(self) -> int:
+        """Windows per stored chunk."""
+        return self._reader.chunk_windows
+
     def _cache(self) -> tuple[_Assembler, ChunkCache]:
         """Return this process's chunk slots (made on first use, after any fork)."""
         if self._asm is None or self._slots is None:
